@@ -1,0 +1,76 @@
+"""The cost model: every simulated duration comes from a named parameter here.
+
+Models never hard-code a latency; they read ``machine.cost.<name>`` (integer
+picoseconds, or bytes/s for bandwidths).  Each parameter documents its unit and
+where its default comes from.  Defaults are first estimates from public figures
+(see each comment); the calibration benchmark tunes the ones the published
+strict/lazy bandwidth table constrains.  A scenario file may override any of
+them by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from sim import ms, ns, us
+
+_COST_FIELDS_DOC: dict[str, str] = {}
+
+
+def _param(default: int, doc: str) -> Any:
+    return attrs.field(default=default, metadata={"doc": doc})
+
+
+@attrs.frozen(kw_only=True)
+class CostModel:
+    """Named timing parameters (ps unless the name says otherwise)."""
+
+    # -- CPU / virtualisation ---------------------------------------------------
+    vmexit_mmio_ps: int = _param(
+        us(2), "round trip of a trapped MMIO access (KVM exit to QEMU and back); ~2 us on a modern host")
+    mmio_read_passthrough_ps: int = _param(
+        ns(500), "uncached MMIO read of a passed-through BAR (no exit), one PCIe round trip")
+    mmio_write_passthrough_ps: int = _param(
+        ns(100), "posted MMIO write to a passed-through BAR (no exit)")
+    config_access_ps: int = _param(
+        us(1), "PCI config-space access through CF8/CFC or MMCONFIG (always an exit)")
+    irq_delivery_ps: int = _param(
+        us(1), "interrupt injection into the guest and handler entry")
+    # -- virtio-iommu device (QEMU) -----------------------------------------------
+    viommu_request_ps: int = _param(
+        us(1), "QEMU decoding and handling one request (excluding notifier/host work)")
+    # -- host (VFIO type1 / host IOMMU) -------------------------------------------
+    vfio_map_ioctl_ps: int = _param(
+        us(5), "VFIO_IOMMU_MAP_DMA ioctl: pin pages + program host IOMMU, per call")
+    vfio_map_per_page_ps: int = _param(
+        ns(100), "extra per 4 KiB page pinned by a map ioctl")
+    vfio_unmap_ioctl_ps: int = _param(
+        us(5), "VFIO_IOMMU_UNMAP_DMA ioctl: unpin + host IOTLB invalidation, per call")
+    host_iotlb_inval_ps: int = _param(
+        us(1), "host IOMMU IOTLB invalidation (part of unmap)")
+    vfio_attach_ps: int = _param(
+        ms(450), "first attach of a VFIO-backed endpoint (container setup, replay, pinning); seed: ~450 ms")
+    # -- guest kernel ----------------------------------------------------------------
+    iova_alloc_ps: int = _param(ns(200), "dma-iommu IOVA allocation (rcache hit or tree walk)")
+    guest_request_build_ps: int = _param(ns(300), "virtio-iommu driver building one request")
+    # -- PCIe / NVMe -------------------------------------------------------------------
+    pcie_latency_ps: int = _param(ns(500), "one PCIe transaction latency for device DMA")
+    nvme_cmd_service_ps: int = _param(us(10), "controller per-command service time (flash access overhead)")
+    nvme_bandwidth_bytes_per_s: int = _param(
+        int(2.5 * (1 << 30)), "sustained media bandwidth: 2.5 GiB/s (the calibration disk's maximum)")
+    nvme_enable_ps: int = _param(ms(1), "CC.EN=1 to CSTS.RDY=1")
+    nvme_disable_ps: int = _param(ms(1), "CC.EN=0 to CSTS.RDY=0")
+    nvme_shutdown_ps: int = _param(ms(2), "CC.SHN to CSTS.SHST complete")
+
+    def describe(self) -> list[tuple[str, int, str]]:
+        """(name, value, doc) for every parameter, in declaration order."""
+        return [(a.name, getattr(self, a.name), a.metadata["doc"]) for a in attrs.fields(type(self))]
+
+    def evolve(self, **changes: int) -> CostModel:
+        names = {a.name for a in attrs.fields(type(self))}
+        for key in changes:
+            if key not in names:
+                raise ValueError(f"unknown cost parameter {key!r}")
+        return attrs.evolve(self, **changes)

@@ -1,0 +1,74 @@
+"""viommu-sim's deterministic simulation kernel.
+
+Integer picosecond time, one event heap ordered by ``(time, priority, seq)``,
+model coroutines resumed by the kernel itself, hosted inside one trio task.
+This package imports nothing from ``models`` or ``testbench``.
+"""
+
+from ._kernel import (
+    PRIORITY_LATE as PRIORITY_LATE,
+    PRIORITY_NORMAL as PRIORITY_NORMAL,
+    PRIORITY_URGENT as PRIORITY_URGENT,
+    Cancelled as Cancelled,
+    SimDeadlockError as SimDeadlockError,
+    SimTimeoutError as SimTimeoutError,
+    Simulator as Simulator,
+    Task as Task,
+    TaskState as TaskState,
+    current_sim as current_sim,
+)
+from ._rng import RngStreams as RngStreams, stable_hash as stable_hash
+from ._time import (
+    PS_PER_MS as PS_PER_MS,
+    PS_PER_NS as PS_PER_NS,
+    PS_PER_S as PS_PER_S,
+    PS_PER_US as PS_PER_US,
+    SimTime as SimTime,
+    format_time as format_time,
+    ms as ms,
+    ns as ns,
+    ps as ps,
+    seconds as seconds,
+    us as us,
+)
+from ._trace import (
+    CallbackSink as CallbackSink,
+    JsonlSink as JsonlSink,
+    ListSink as ListSink,
+    TraceRecord as TraceRecord,
+    TraceSink as TraceSink,
+)
+from ._triggers import (
+    Combine as Combine,
+    Event as Event,
+    First as First,
+    Lock as Lock,
+    Queue as Queue,
+    QueueEmpty as QueueEmpty,
+    QueueFull as QueueFull,
+    Signal as Signal,
+    Timer as Timer,
+    Trigger as Trigger,
+    spawn as spawn,
+    with_timeout as with_timeout,
+)
+
+__all__ = sorted(
+    [
+        "Cancelled", "CallbackSink", "Combine", "Event", "First", "JsonlSink", "ListSink", "Lock",
+        "PRIORITY_LATE", "PRIORITY_NORMAL", "PRIORITY_URGENT", "PS_PER_MS", "PS_PER_NS", "PS_PER_S",
+        "PS_PER_US", "Queue", "QueueEmpty", "QueueFull", "RngStreams", "Signal", "SimDeadlockError",
+        "SimTime", "SimTimeoutError", "Simulator", "Task", "TaskState", "Timer", "TraceRecord",
+        "TraceSink", "Trigger", "current_sim", "format_time", "ms", "ns", "ps", "seconds", "spawn",
+        "stable_hash", "us", "with_timeout",
+    ]
+)
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("sim._"):
+        try:
+            _obj.__module__ = "sim"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj
