@@ -49,6 +49,7 @@ from ._triggers import (
     Signal as Signal,
     Timer as Timer,
     Trigger as Trigger,
+    sleep as sleep,
     spawn as spawn,
     with_timeout as with_timeout,
 )
@@ -59,7 +60,7 @@ __all__ = sorted(
         "PRIORITY_LATE", "PRIORITY_NORMAL", "PRIORITY_URGENT", "PS_PER_MS", "PS_PER_NS", "PS_PER_S",
         "PS_PER_US", "Queue", "QueueEmpty", "QueueFull", "RngStreams", "Signal", "SimDeadlockError",
         "SimTime", "SimTimeoutError", "Simulator", "Task", "TaskState", "Timer", "TraceRecord",
-        "TraceSink", "Trigger", "current_sim", "format_time", "ms", "ns", "ps", "seconds", "spawn",
+        "TraceSink", "Trigger", "current_sim", "format_time", "ms", "ns", "ps", "seconds", "sleep", "spawn",
         "stable_hash", "us", "with_timeout",
     ]
 )

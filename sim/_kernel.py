@@ -1,23 +1,35 @@
-"""The simulation kernel: one heap, one total order, coroutines resumed by ``send()``.
+"""The simulation kernel: one total event order, coroutines resumed by ``send()``.
 
-Prior art: SimPy's ``Environment`` (heap of ``(time, priority, eid)``) and
-cocotb's event loop (model coroutines driven by the kernel, not by an async
-framework).  Every resumption of a model coroutine is a heap entry with the key
-``(time, priority, seq)``; ``seq`` comes from one counter, taken when the entry
-is scheduled, so same-time events run in the order they were scheduled and the
-order is a pure function of the program and its seed.
+Prior art: SimPy's ``Environment`` (events ordered by ``(time, priority,
+eid)``) and cocotb's event loop (model coroutines driven by the kernel, not by
+an async framework).
 
-trio hosts the kernel: ``await sim.run()`` runs batches of events inside the
+Scheduling rule.  Every resumption of a model coroutine or kernel callback is an
+*item* in a *slot*; a slot is one ``(time, priority)`` pair, encoded as the int
+key ``time << 2 | priority``.  Slots run in key order (a heap of keys); items
+in a slot run in the order they were scheduled (a list, appended to).  So the
+total order is exactly ``(time, priority, seq)`` with ``seq`` the scheduling
+order — SimPy's rule — and it is a pure function of the program and its seed.
+One refinement keeps it total while a slot is running: an item scheduled for
+the current instant with a *lower* priority than the running slot joins the
+running slot at its end (time never runs backwards, not even by priority).
+
+Why slots rather than a heap of items: most wake-ups share an instant with
+others, and appending to a list is much cheaper than a heap push with a
+three-way tuple comparison; it is what makes the kernel faster than SimPy on
+the same workload (benchmarks/kernel_vs_simpy.py).
+
+trio hosts the kernel: ``await sim.run()`` runs batches of items inside the
 calling trio task and checkpoints between batches (every ``yield_interval``
 seconds of wall time) so that ``trio.fail_after``, ``move_on_after`` and Ctrl-C
 stop a simulation promptly.  trio never sees a model coroutine, so its
 deliberately randomised scheduling can never reorder simulated events.
 
-Waiting is a closed protocol: a coroutine yields a trigger object; the kernel
-asks the trigger to ``_prime(kernel, target, token)`` and the trigger later
-calls ``kernel._wake(target, token, value)``.  ``token`` is the task's wait
-token; cancelling a task bumps it, so stale wake-ups are dropped in O(1)
-without searching waiter lists.
+Waiting is a closed protocol: a coroutine yields an ``int`` (``sleep``), a
+``Timer``, or a trigger object; the kernel asks a trigger to
+``_prime(kernel, target, token)`` and the trigger later calls
+``kernel._wake(target, token, value)``.  ``token`` is the task's wait token;
+cancelling a task bumps it, so stale wake-ups from triggers are dropped in O(1).
 """
 
 from __future__ import annotations
@@ -37,11 +49,12 @@ from ._trace import TraceRecord, TraceSink
 
 T = TypeVar("T")
 
-#: Priorities within one instant: lower runs first.  Everything a model does
-#: uses NORMAL; URGENT exists for kernel-internal deliveries (cancellation).
+#: Priorities within one instant: lower runs first.  Models use NORMAL;
+#: URGENT and LATE let a testbench observe an instant before or after them.
 PRIORITY_URGENT = 0
 PRIORITY_NORMAL = 1
 PRIORITY_LATE = 2
+_PRIO_BITS = 2
 
 
 class Cancelled(BaseException):
@@ -62,7 +75,7 @@ class SimDeadlockError(RuntimeError):
 
 
 class _Throw:
-    """Heap payload meaning "throw this exception into the coroutine"."""
+    """Item payload meaning "throw this exception into the coroutine"."""
 
     __slots__ = ("exc",)
 
@@ -74,7 +87,7 @@ class TaskState(enum.Enum):
     """Life cycle of a Task."""
 
     PENDING = "scheduled, not yet started"
-    WAITING = "started, parked on a trigger"
+    WAITING = "started, parked on a trigger or sleeping"
     RUNNING = "being resumed by the kernel right now"
     DONE = "returned a value"
     FAILED = "raised an exception"
@@ -82,6 +95,7 @@ class TaskState(enum.Enum):
 
 
 _FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
+_ALIVE = TaskState.PENDING
 
 
 class Task(Generic[T]):
@@ -92,52 +106,66 @@ class Task(Generic[T]):
     so ``First(task, Timer(...))`` works.
     """
 
-    __slots__ = ("name", "_coro", "_kernel", "_token", "_state", "_result", "_exc", "_joiners", "_trigger")
+    __slots__ = ("name", "_coro", "_kernel", "_token", "_state", "_outcome", "_joiners", "_trigger", "_wake_key")
 
-    # Invariant: _token changes only on cancel(); a heap entry or waiter whose
-    # token differs from _token is stale and is ignored.
+    # Invariants:
+    # - _state is PENDING while the task is alive (RUNNING/WAITING are derived),
+    #   else DONE/FAILED/CANCELLED; _outcome is then the result or exception.
+    # - _token changes only on cancel(); a trigger wake-up whose token differs
+    #   is stale and ignored.
+    # - while the task sleeps (int or Timer), exactly one live item for it sits
+    #   in slot _wake_key; cancel() replaces that item with a tombstone.
 
     def __init__(self, kernel: Simulator, coro: Coroutine[Any, Any, T], name: str) -> None:
         self.name = name
         self._coro = coro
         self._kernel = kernel
         self._token = 0
-        self._state = TaskState.PENDING
-        self._result: Any = None
-        self._exc: BaseException | None = None
-        self._joiners: list[tuple[Any, int]] = []
+        self._state = _ALIVE
+        self._outcome: Any = None
+        self._joiners: list[tuple[Any, int]] | None = None
         self._trigger: Any = None
+        self._wake_key = -1
 
     def __repr__(self) -> str:
-        extra = f" waiting on {self._trigger!r}" if self._state is TaskState.WAITING else ""
-        return f"<Task {self.name!r} {self._state.name.lower()}{extra}>"
+        state = self.state
+        if state is TaskState.WAITING:
+            trig = self._trigger
+            what = f"sleep({format_time(trig)})" if type(trig) is int else repr(trig)
+            return f"<Task {self.name!r} waiting on {what}>"
+        return f"<Task {self.name!r} {state.name.lower()}>"
 
     # -- queries -------------------------------------------------------
     def done(self) -> bool:
         """True once the task returned, raised or was cancelled."""
-        return self._state in _FINISHED
+        return self._state is not _ALIVE
 
     def cancelled(self) -> bool:
         return self._state is TaskState.CANCELLED
 
     @property
     def state(self) -> TaskState:
-        return self._state
+        state = self._state
+        if state is not _ALIVE:
+            return state
+        if self._kernel._current is self:
+            return TaskState.RUNNING
+        return TaskState.PENDING if self._trigger is None else TaskState.WAITING
 
     def result(self) -> T:
         """The return value; re-raises the task's exception; ``Cancelled`` if cancelled."""
-        if self._state is TaskState.DONE:
-            return self._result  # type: ignore[no-any-return]
-        if self._state in (TaskState.FAILED, TaskState.CANCELLED):
-            assert self._exc is not None
-            raise self._exc
-        raise RuntimeError(f"task {self.name!r} has not finished ({self._state.name.lower()}); await it first")
+        state = self._state
+        if state is TaskState.DONE:
+            return self._outcome  # type: ignore[no-any-return]
+        if state is not _ALIVE:
+            raise self._outcome
+        raise RuntimeError(f"task {self.name!r} has not finished ({self.state.name.lower()}); await it first")
 
     def exception(self) -> BaseException | None:
         """The exception the task ended with, or None if it returned."""
-        if not self.done():
+        if self._state is _ALIVE:
             raise RuntimeError(f"task {self.name!r} has not finished; await it first")
-        return self._exc if self._state is not TaskState.DONE else None
+        return None if self._state is TaskState.DONE else self._outcome  # type: ignore[no-any-return]
 
     # -- control -------------------------------------------------------
     def cancel(self, msg: str | None = None) -> bool:
@@ -145,57 +173,61 @@ class Task(Generic[T]):
 
         Returns False if the task had already finished.  The task's cleanup
         (``finally`` blocks, ``except Cancelled``) runs when the kernel next
-        resumes it, at the current simulated time.
+        resumes it, at the current simulated time, after the items already
+        scheduled for this instant.
         """
-        if self.done():
+        if self._state is not _ALIVE:
             return False
         kernel = self._kernel
         if kernel._current is self:
             raise RuntimeError(f"task {self.name!r} cannot cancel itself; return or raise instead")
         exc = Cancelled(msg or f"task {self.name!r} cancelled at {format_time(kernel._now)}")
-        if self._state is TaskState.PENDING:
+        self._token += 1
+        if self._trigger is None:  # never started: close it without running it
+            kernel._tombstone(self)
             self._coro.close()
-            self._token += 1
             self._finish_error(exc, cancelled=True)
             return True
-        self._token += 1
-        kernel._schedule(kernel._now, PRIORITY_URGENT, self, self._token, _Throw(exc))
+        if type(self._trigger) is int or type(self._trigger) is _TIMER:
+            kernel._tombstone(self)
+        kernel._schedule(kernel._now, PRIORITY_NORMAL, self, self._token, _Throw(exc))
         return True
 
     # -- trigger protocol ----------------------------------------------
     def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
-        if self.done():
+        if self._state is not _ALIVE:
             kernel._wake(target, token, self)
+        elif self._joiners is None:
+            self._joiners = [(target, token)]
         else:
             self._joiners.append((target, token))
 
-
     def __await__(self) -> Any:
-        if not self.done():
+        if self._state is _ALIVE:
             yield self
         return self.result()
 
     # -- completion ----------------------------------------------------
     def _finish_ok(self, value: Any) -> None:
         self._state = TaskState.DONE
-        self._result = value
-        self._trigger = None
+        self._outcome = value
         self._notify_joiners()
 
     def _finish_error(self, exc: BaseException, cancelled: bool) -> bool:
         """Record failure; returns True if somebody is waiting to receive it."""
         self._state = TaskState.CANCELLED if cancelled else TaskState.FAILED
-        self._exc = exc
-        self._trigger = None
+        self._outcome = exc
         handled = bool(self._joiners)
         self._notify_joiners()
         return handled
 
     def _notify_joiners(self) -> None:
-        joiners, self._joiners = self._joiners, []
-        wake = self._kernel._wake
-        for target, token in joiners:
-            wake(target, token, self)
+        self._trigger = None
+        joiners, self._joiners = self._joiners, None
+        if joiners:
+            wake = self._kernel._wake
+            for target, token in joiners:
+                wake(target, token, self)
 
 
 _running: list[Simulator] = []
@@ -210,13 +242,16 @@ def current_sim() -> Simulator:
 
 _TRIO_OR_ASYNCIO_HINT = (
     "Models run on the viommu-sim kernel, not on trio or asyncio: await sim triggers "
-    "(Timer, Event, Signal, Queue, Lock, First, Combine, with_timeout) or another Task. "
+    "(sleep, Timer, Event, Signal, Queue, Lock, First, Combine, with_timeout) or another Task. "
     "To exchange data with trio code, do it outside the model, around `await sim.run()`."
 )
 
+#: key beyond any reachable slot ("run without a time limit")
+_NEVER = 1 << 256
+
 
 class Simulator:
-    """One simulation: clock, event heap, tasks, RNG streams and trace sinks.
+    """One simulation: clock, event slots, tasks, RNG streams and trace sinks.
 
     Usage::
 
@@ -225,13 +260,16 @@ class Simulator:
         await sim.run(until=ms(1))       # from trio; or sim.run_sync(...)
     """
 
-    #: wall-clock seconds between trio checkpoints while running
-    yield_interval = 0.002
+    __slots__ = (
+        "_now", "_keys", "_slots", "_cur_key", "_current", "_failure", "_stop", "_rng", "_sinks",
+        "_trace_seq", "tracing", "_task_names", "steps", "yield_interval",
+    )
 
     def __init__(self, seed: int = 0, *, sinks: tuple[TraceSink, ...] | list[TraceSink] = ()) -> None:
         self._now: SimTime = 0
-        self._heap: list[tuple[Any, ...]] = []
-        self._next_seq = itertools.count().__next__
+        self._keys: list[int] = []  # heap of slot keys (time << 2 | priority)
+        self._slots: dict[int, list[Any]] = {}  # slot key -> items, in scheduling order
+        self._cur_key = -1  # the slot being (or last) run
         self._current: Task[Any] | None = None
         self._failure: tuple[Task[Any], BaseException] | None = None
         self._stop = False
@@ -240,7 +278,10 @@ class Simulator:
         self._trace_seq = itertools.count().__next__
         self.tracing: bool = bool(self._sinks)
         self._task_names: dict[str, int] = {}
+        #: items executed so far (for statistics)
         self.steps = 0
+        #: wall-clock seconds between trio checkpoints while running
+        self.yield_interval = 0.002
 
     # -- basics ----------------------------------------------------------
     @property
@@ -290,7 +331,7 @@ class Simulator:
         if n:
             name = f"{name}#{n}"
         task: Task[T] = Task(self, coro, name)
-        self._schedule(self._now, PRIORITY_NORMAL, task, 0, None)
+        task._wake_key = self._append(self._now, PRIORITY_NORMAL, task)
         return task
 
     def call_at(self, when: SimTime, fn: Callable[[], None], priority: int = PRIORITY_NORMAL) -> None:
@@ -300,142 +341,254 @@ class Simulator:
         self._schedule(when, priority, _Callback(fn), 0, None)
 
     def stop(self) -> None:
-        """Make the current ``run()`` return after the running step."""
+        """Make the current ``run()`` return before any further item runs."""
         self._stop = True
 
     # -- internal scheduling API (used by triggers) ----------------------
+    def _append(self, when: SimTime, priority: int, item: Any) -> int:
+        """Append ``item`` to slot (when, priority), clamped to the running slot."""
+        key = when << _PRIO_BITS | priority
+        if key < self._cur_key:
+            key = self._cur_key
+        slot = self._slots.get(key)
+        if slot is None:
+            self._slots[key] = slot = []
+            heapq.heappush(self._keys, key)
+        slot.append(item)
+        return key
+
     def _schedule(self, when: SimTime, priority: int, target: Any, token: int, value: Any) -> None:
-        heapq.heappush(self._heap, (when, priority, self._next_seq(), target, token, value))
+        self._append(when, priority, (target, token, value))
 
     def _wake(self, target: Any, token: int, value: Any) -> None:
         """A trigger fired for ``target``: tasks resume later at the current time
         (in schedule order); combinator callbacks run immediately."""
         if type(target) is Task:
-            heapq.heappush(self._heap, (self._now, PRIORITY_NORMAL, self._next_seq(), target, token, value))
+            self._append(self._now, PRIORITY_NORMAL, (target, token, value))
         else:
             target(token, value)
+
+    def _tombstone(self, task: Task[Any]) -> None:
+        """Neutralise the sleeping ``task``'s live item (the last one in its slot)."""
+        slot = self._slots.get(task._wake_key)
+        if not slot:
+            return
+        for i in range(len(slot) - 1, -1, -1):
+            if slot[i] is task:
+                slot[i] = _DEAD
+                return
 
     # -- running -----------------------------------------------------------
     async def run(self, until: SimTime | Task[Any] | None = None) -> None:
         """Run from trio until ``until`` (a time, a Task) or until no events remain.
 
         Yields to trio every ``yield_interval`` seconds of wall time, so trio
-        cancellation (timeouts, Ctrl-C) interrupts the run between two events.
+        cancellation (timeouts, Ctrl-C) interrupts the run between two items.
         """
-        while True:
-            finished = self._run_batch(until, self.yield_interval)
-            if finished:
-                return
-            await trio.lowlevel.checkpoint()
+        until_key, until_task = self._until(until)
+        try:
+            while not self._run_batch(until_key, until_task, self.yield_interval):
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._forget_until(until_task)
+        self._finish_run(until, until_key)
 
     def run_sync(self, until: SimTime | Task[Any] | None = None) -> None:
         """Run without trio (scripts, benchmarks).  Same semantics as ``run``."""
-        while not self._run_batch(until, 3600.0):
-            pass
+        until_key, until_task = self._until(until)
+        try:
+            while not self._run_batch(until_key, until_task, 3600.0):
+                pass
+        finally:
+            self._forget_until(until_task)
+        self._finish_run(until, until_key)
 
-    def _run_batch(self, until: SimTime | Task[Any] | None, budget: float) -> bool:
-        """Run events until done (True) or the wall budget is spent (False)."""
-        until_time: SimTime | None = None
-        until_task: Task[Any] | None = None
+    def _until(self, until: SimTime | Task[Any] | None) -> tuple[int, Task[Any] | None]:
         if isinstance(until, Task):
-            until_task = until
-            if until_task.done():
-                return True
-        elif until is not None:
-            if until < self._now:
-                raise ValueError(f"run(until={until}) is before now ({self._now})")
-            until_time = until
-        heap = self._heap
-        pop = heapq.heappop
-        push = heapq.heappush
-        nxt = self._next_seq
+            if not until.done():
+                until._prime(self, _StopWhenDone(self), 0)
+            return _NEVER, until
+        if until is None:
+            return _NEVER, None
+        if until < self._now:
+            raise ValueError(f"run(until={until}) is before now ({self._now})")
+        return until << _PRIO_BITS | ((1 << _PRIO_BITS) - 1), None
+
+    @staticmethod
+    def _forget_until(task: Task[Any] | None) -> None:
+        if task is not None and task._joiners:
+            task._joiners = [j for j in task._joiners if type(j[0]) is not _StopWhenDone] or None
+
+    def _finish_run(self, until: SimTime | Task[Any] | None, until_key: int) -> None:
+        keys = self._keys
+        if until_key is not _NEVER and not self._stop and (not keys or keys[0] > until_key):
+            assert isinstance(until, int)
+            self._now = until
+
+    def _run_batch(self, until_key: int, until_task: Task[Any] | None, budget: float) -> bool:
+        """Run items until done (True) or the wall budget is spent (False).
+
+        This is the hot loop: locals instead of attributes, slots iterated as
+        lists, and two fast paths for what a task may yield: an ``int`` (from
+        ``sleep``) and a ``Timer``; both re-append the bare Task to a slot.
+        """
+        if until_task is not None and until_task.done():
+            return True
+        keys = self._keys
+        slots = self._slots
+        heappop = heapq.heappop
+        heappush = heapq.heappush
         timer_cls = _TIMER
+        throw_cls = _Throw
+        task_cls = Task
         deadline = _wall.perf_counter() + budget
         steps = 0
+        out_of_budget = False
         _running.append(self)
         self._stop = False
         try:
-            while heap:
-                entry = heap[0]
-                when = entry[0]
-                if until_time is not None and when > until_time:
+            while keys and not self._stop:
+                key = keys[0]
+                if key > until_key:
                     break
-                pop(heap)
-                self._now = when
-                target = entry[3]
-                if type(target) is Task:
-                    if target._token != entry[4]:
-                        continue  # stale: the task was cancelled since
-                    self._current = target
-                    target._state = TaskState.RUNNING
-                    value = entry[5]
-                    try:
-                        if type(value) is _Throw:
-                            trig = target._coro.throw(value.exc)
-                        else:
-                            trig = target._coro.send(value)
-                    except StopIteration as stop:
-                        self._current = None
-                        target._finish_ok(stop.value)
-                    except Cancelled as exc:
-                        self._current = None
-                        target._finish_error(exc, cancelled=True)
-                    except BaseException as exc:  # noqa: BLE001 - re-raised by run()
-                        self._current = None
-                        if not target._finish_error(exc, cancelled=False):
-                            self._failure = (target, exc)
-                            break
+                slot = slots[key]
+                self._cur_key = key
+                now = key >> _PRIO_BITS
+                self._now = now
+                start = steps
+                for item in slot:
+                    steps += 1
+                    if item.__class__ is task_cls:
+                        target = item
+                        self._current = target
+                        try:
+                            trig = target._coro.send(None)
+                        except StopIteration as stop:
+                            self._current = None
+                            target._finish_ok(stop.value)
+                            trig = None
+                        except Cancelled as exc:
+                            self._current = None
+                            target._finish_error(exc, cancelled=True)
+                            trig = None
+                        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+                            self._current = None
+                            trig = None
+                            if not target._finish_error(exc, cancelled=False):
+                                self._failure = (target, exc)
+                                self._stop = True
                     else:
-                        self._current = None
-                        if type(trig) is timer_cls:
-                            target._state = TaskState.WAITING
+                        target, token, value = item
+                        if target.__class__ is not task_cls:
+                            self._current = None
+                            target(token, value)
+                            if self._stop:
+                                break
+                            continue
+                        if target._token != token:
+                            continue  # stale: the task was cancelled since
+                        self._current = target
+                        try:
+                            if value.__class__ is throw_cls:
+                                trig = target._coro.throw(value.exc)
+                            else:
+                                trig = target._coro.send(value)
+                        except StopIteration as stop:
+                            self._current = None
+                            target._finish_ok(stop.value)
+                            trig = None
+                        except Cancelled as exc:
+                            self._current = None
+                            target._finish_error(exc, cancelled=True)
+                            trig = None
+                        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+                            self._current = None
+                            trig = None
+                            if not target._finish_error(exc, cancelled=False):
+                                self._failure = (target, exc)
+                                self._stop = True
+                    if trig is not None:
+                        cls = trig.__class__
+                        if cls is int or cls is timer_cls:
+                            when = now + (trig if cls is int else trig.delay)
+                            k = when << _PRIO_BITS | PRIORITY_NORMAL
+                            if k < key:
+                                if when < now:
+                                    self._refuse(target, ValueError(f"negative delay {trig} ps: simulated time only moves forward"))
+                                    continue
+                                k = key
+                            s = slots.get(k)
+                            if s is None:
+                                slots[k] = s = []
+                                heappush(keys, k)
+                            s.append(target)
+                            target._wake_key = k
                             target._trigger = trig
-                            push(heap, (when + trig.delay, PRIORITY_NORMAL, nxt(), target, target._token, trig))
                         else:
                             self._park(target, trig)
+                    if self._stop:
+                        break
+                    if not steps & 1023 and _wall.perf_counter() > deadline:
+                        out_of_budget = True
+                        break
                 else:
-                    target(entry[4], entry[5])
-                steps += 1
-                if self._stop:
-                    break
-                if until_task is not None and until_task.done():
-                    break
-                if not steps & 1023 and _wall.perf_counter() > deadline:
-                    self.steps += steps
+                    heappop(keys)
+                    del slots[key]
+                    continue
+                # interrupted inside the slot: drop the items already run, keep the rest
+                del slot[: steps - start]
+                if not slot:
+                    heappop(keys)
+                    del slots[key]
+                if out_of_budget:
                     return False
-            else:
-                if until_task is not None and not until_task.done():
-                    self.steps += steps
-                    raise SimDeadlockError(
-                        f"no events left at {format_time(self._now)} but {until_task!r} has not finished"
-                    )
+            if not self._stop and until_task is not None and not until_task.done():
+                self._current = None
+                raise SimDeadlockError(
+                    f"no events left at {format_time(self._now)} but {until_task!r} has not finished"
+                )
         finally:
             _running.pop()
-        self.steps += steps
+            self._current = None
+            self.steps += steps
         if self._failure is not None:
             task, exc = self._failure
             self._failure = None
             exc.add_note(f"(raised by sim task {task.name!r} at simulated time {format_time(self._now)} = {self._now} ps)")
             raise exc
-        if until_time is not None and not self._stop and (not heap or heap[0][0] > until_time):
-            self._now = until_time
         return True
+
+    def _refuse(self, task: Task[Any], err: BaseException) -> None:
+        """Throw ``err`` into ``task`` at the current instant (a bad await)."""
+        task._trigger = err
+        self._schedule(self._now, PRIORITY_NORMAL, task, task._token, _Throw(err))
 
     def _park(self, task: Task[Any], trig: Any) -> None:
         prime = getattr(trig, "_prime", None)
         if prime is None:
-            origin = type(trig).__module__.split(".")[0]
-            what = f"a {origin} object ({trig!r})" if origin in ("trio", "asyncio") else repr(trig)
+            origin = type(trig).__module__.split(".")[0].lstrip("_")
+            what = f"{trig!r} (an object from {origin})" if origin in ("trio", "asyncio") else repr(trig)
             err = TypeError(f"task {task.name!r} awaited {what}, which the simulation kernel cannot schedule. {_TRIO_OR_ASYNCIO_HINT}")
-            self._schedule(self._now, PRIORITY_URGENT, task, task._token, _Throw(err))
+            self._refuse(task, err)
             return
-        task._state = TaskState.WAITING
         task._trigger = trig
         prime(self, task, task._token)
 
     def pending_events(self) -> int:
-        """Number of heap entries (including stale ones)."""
-        return len(self._heap)
+        """Number of scheduled items (including cancelled ones not yet reached)."""
+        return sum(len(s) for s in self._slots.values())
+
+
+class _StopWhenDone:
+    """Joiner of ``run(until=task)``: stops the run when the task finishes."""
+
+    __slots__ = ("kernel",)
+
+    def __init__(self, kernel: Simulator) -> None:
+        self.kernel = kernel
+
+    def __call__(self, token: int, value: Any) -> None:
+        self.kernel.stop()
 
 
 class _Callback:
@@ -447,6 +600,12 @@ class _Callback:
     def __call__(self, token: int, value: Any) -> None:
         self.fn()
 
+
+def _dead(token: int, value: Any) -> None:
+    """Target of a tombstoned item: does nothing."""
+
+
+_DEAD = (_dead, 0, None)
 
 # Filled in by _triggers to give the kernel its Timer fast path without a cycle.
 _TIMER: type = type(None)

@@ -14,7 +14,8 @@ Names follow cocotb: ``Timer``, ``Event``, ``First``, ``Combine``,
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Coroutine
+import types
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
 from . import _kernel
@@ -57,11 +58,26 @@ class Timer(Trigger):
     def __repr__(self) -> str:
         return f"Timer({format_time(self.delay)})"
 
+    def __await__(self) -> Any:
+        yield self
+        return self
+
     def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
         kernel._schedule(kernel._now + self.delay, _kernel.PRIORITY_NORMAL, target, token, self)
 
 
 _kernel._register_timer(Timer)
+
+
+@types.coroutine
+def sleep(delay: SimTime) -> Generator[int, None, None]:
+    """Wait ``delay`` picoseconds: the kernel's cheapest wait (no trigger object).
+
+    Equivalent to ``await Timer(delay)`` but composes with nothing; use Timer
+    inside ``First``/``Combine``/``with_timeout``.  A negative or non-int delay
+    is refused inside the waiting task.
+    """
+    yield delay  # the kernel checks it: an int >= 0, else an error inside the task
 
 
 class _Waiters:
