@@ -1,0 +1,63 @@
+"""viommu-sim's cocotb-style testbench: tests, seeds, monitors, scoreboards, coverage.
+
+A test file needs only ``import testbench``::
+
+    import testbench
+    from testbench import Event, Timer, ns
+
+    @testbench.test(timeout=testbench.us(10))
+    @testbench.parametrize(policy=["lazy", "strict"])
+    async def test_irq_is_handled(sim, policy):
+        irq = Event()
+        sim.spawn(device(irq))
+        await irq.wait()
+
+The body of a ``@testbench.test`` runs inside the simulation as a kernel task,
+so it awaits the kernel's triggers re-exported here.  ``sim`` is a fresh
+``Simulator`` seeded with the test's seed, ``base + stable_hash(node id)``
+(``--viommu-seed`` sets the base, default 0); a failed test prints its seed and
+the command that replays it.  The pytest plugin lives in ``testbench._plugin``.
+"""
+
+from sim import (
+    Cancelled as Cancelled,
+    Combine as Combine,
+    Event as Event,
+    First as First,
+    Lock as Lock,
+    Queue as Queue,
+    QueueEmpty as QueueEmpty,
+    QueueFull as QueueFull,
+    Signal as Signal,
+    SimDeadlockError as SimDeadlockError,
+    SimTimeoutError as SimTimeoutError,
+    Simulator as Simulator,
+    Task as Task,
+    Timer as Timer,
+    TraceRecord as TraceRecord,
+    format_time as format_time,
+    ms as ms,
+    ns as ns,
+    ps as ps,
+    seconds as seconds,
+    sleep as sleep,
+    spawn as spawn,
+    us as us,
+    with_timeout as with_timeout,
+)
+
+from ._coverage import Coverage as Coverage
+from ._decorators import parametrize as parametrize, test as test
+from ._platform_hook import PlatformFactory as PlatformFactory, register_platform_factory as register_platform_factory
+from ._scoreboard import Monitor as Monitor, Scoreboard as Scoreboard, ScoreboardError as ScoreboardError
+from ._seed import current_seed as current_seed
+
+__all__ = sorted(
+    [
+        "Cancelled", "Combine", "Coverage", "Event", "First", "Lock", "Monitor", "PlatformFactory", "Queue",
+        "QueueEmpty", "QueueFull", "Scoreboard", "ScoreboardError", "Signal", "SimDeadlockError",
+        "SimTimeoutError", "Simulator", "Task", "Timer", "TraceRecord", "current_seed", "format_time", "ms", "ns",
+        "parametrize", "ps", "register_platform_factory", "seconds", "sleep", "spawn", "test", "us",
+        "with_timeout",
+    ]
+)

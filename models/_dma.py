@@ -1,0 +1,156 @@
+"""Device DMA ports: every device access to memory is translated at the moment it happens.
+
+A PCI device model reads and writes "bus addresses" (IOVAs) through a port;
+the port decides what those addresses mean, page by page, when the access is
+made — never earlier — so a stale, missing or read-only mapping has the effect
+it has on a real machine:
+
+* ``ViommuDmaPort`` — an emulated device behind the virtio-iommu: QEMU's DMA
+  goes through the device's IOMMU memory region, i.e. ``virtio_iommu_translate``
+  per access (hw/virtio/virtio-iommu.c); a failed translation is reported by the
+  vIOMMU on its event queue and the access fails (``MEMTX_ERROR``).
+* ``HostIommuDmaPort`` — a passed-through (VFIO) device: its DMA never reaches
+  QEMU; the *host* IOMMU translates it with the page table VFIO programmed
+  (from the vIOMMU's MAP/UNMAP notifications, or all guest RAM 1:1 while the
+  endpoint bypasses).  A miss is a host IOMMU fault (logged on the host, e.g.
+  DMAR/AMD-Vi fault messages); the guest's vIOMMU never hears of it.
+* ``DirectDmaPort`` — no vIOMMU: bus address = guest-physical address.
+
+All ports refuse DMA while the function's bus-master bit is off (PCI command
+register bit 2) and raise ``DmaFault``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+
+from ._memory import GuestMemory, MemoryAccessError
+
+DMA_READ = 1
+DMA_WRITE = 2
+PAGE = 4096
+
+
+class DmaFault(Exception):
+    """A device access refused by the IOMMU or the bus; ``access`` is DMA_READ or DMA_WRITE."""
+
+    def __init__(self, iova: int, access: int, reason: str) -> None:
+        self.iova = iova
+        self.access = access
+        self.reason = reason
+        kind = "read" if access == DMA_READ else "write"
+        super().__init__(f"device {kind} at IOVA 0x{iova:x} faulted: {reason}")
+
+
+@attrs.frozen
+class HostIommuFault:
+    """One fault the host IOMMU logged for an assigned device."""
+
+    time: int
+    bdf: int
+    iova: int
+    access: int
+    reason: str
+
+
+class _Port:
+    """Common part: page splitting, bus-master gate, memory access, counters."""
+
+    def __init__(self, memory: GuestMemory, initiator: str, bus_master: Callable[[], bool]) -> None:
+        self.memory = memory
+        self.initiator = initiator
+        self.bus_master = bus_master
+        self.reads = 0
+        self.writes = 0
+        self.bytes = 0
+
+    def _translate(self, iova: int, access: int) -> tuple[int, int]:
+        """(guest-physical address, bytes valid from it) or raise DmaFault."""
+        raise NotImplementedError
+
+    def _pieces(self, iova: int, size: int, access: int) -> list[tuple[int, int]]:
+        if not self.bus_master():
+            raise DmaFault(iova, access, "bus mastering is disabled")
+        out: list[tuple[int, int]] = []
+        pos, end = iova, iova + size
+        while pos < end:
+            paddr, valid = self._translate(pos, access)
+            n = min(valid, end - pos)
+            out.append((paddr, n))
+            pos += n
+        return out
+
+    def dma_read(self, iova: int, size: int) -> bytes:
+        data = bytearray()
+        for paddr, n in self._pieces(iova, size, DMA_READ):
+            try:
+                data += self.memory.dma_read(paddr, n, self.initiator)
+            except MemoryAccessError as exc:
+                raise DmaFault(iova, DMA_READ, str(exc)) from None
+        self.reads += 1
+        self.bytes += size
+        return bytes(data)
+
+    def dma_write(self, iova: int, data: bytes) -> None:
+        pieces = self._pieces(iova, len(data), DMA_WRITE)
+        pos = 0
+        for paddr, n in pieces:
+            try:
+                self.memory.dma_write(paddr, data[pos : pos + n], self.initiator)
+            except MemoryAccessError as exc:
+                raise DmaFault(iova + pos, DMA_WRITE, str(exc)) from None
+            pos += n
+        self.writes += 1
+        self.bytes += len(data)
+
+
+class DirectDmaPort(_Port):
+    """No IOMMU: bus addresses are guest-physical addresses."""
+
+    def _translate(self, iova: int, access: int) -> tuple[int, int]:
+        return iova, PAGE - (iova & (PAGE - 1))
+
+
+class ViommuDmaPort(_Port):
+    """An emulated device behind the virtio-iommu (``translate`` at every access)."""
+
+    def __init__(self, memory: GuestMemory, viommu: Any, endpoint: int, initiator: str,
+                 bus_master: Callable[[], bool]) -> None:
+        super().__init__(memory, initiator, bus_master)
+        self.viommu = viommu
+        self.endpoint = endpoint
+
+    def _translate(self, iova: int, access: int) -> tuple[int, int]:
+        t = self.viommu.translate(self.endpoint, iova, access)
+        if not t.ok:
+            raise DmaFault(iova, access, f"virtio-iommu fault (reason {t.fault_reason})")
+        # the entry covers the naturally aligned block addr_mask + 1 around iova
+        valid = (t.addr_mask + 1) - (iova & t.addr_mask)
+        return t.paddr, valid
+
+
+class HostIommuDmaPort(_Port):
+    """A VFIO-assigned device: the host IOMMU translates with the container's page table."""
+
+    def __init__(self, memory: GuestMemory, host: Any, bdf: int, initiator: str, bus_master: Callable[[], bool],
+                 now: Callable[[], int]) -> None:
+        super().__init__(memory, initiator, bus_master)
+        self.host = host
+        self.bdf = bdf
+        self.now = now
+        self.faults: list[HostIommuFault] = []
+
+    def _translate(self, iova: int, access: int) -> tuple[int, int]:
+        m = self.host.container(self.bdf).lookup(iova)
+        reason = None
+        if m is None:
+            reason = "no host IOMMU mapping"
+        elif access & DMA_WRITE and m.readonly:
+            reason = "write to a read-only host IOMMU mapping"
+        if reason is not None:
+            self.faults.append(HostIommuFault(self.now(), self.bdf, iova, access, reason))
+            raise DmaFault(iova, access, f"host IOMMU fault: {reason}")
+        assert m is not None
+        return m.paddr + (iova - m.iova), m.last + 1 - iova
