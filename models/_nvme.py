@@ -19,7 +19,8 @@ guess is listed in ``NvmeIdentity.guesses``), "emulated" is QEMU's NVMe device 1
 DMA engine.  Every device access -- SQ entry fetch, PRP list / SGL segment fetch, data,
 CQ entry post, shadow doorbells -- goes through the ``DmaPort`` at the moment of access,
 split at 4 KiB IOVA boundaries, reads needing READ and writes WRITE permission (the port
-enforces).  A ``DmaFault`` is handled as the identity's hardware does (reference 5.3):
+enforces).  A ``DmaFault`` (models._dma's, shared by all device ports and re-exported here)
+is handled as the identity's hardware does (reference 5.3):
 
 * emulated (QEMU): a data or PRP/SGL access fault completes the command with Data Transfer
   Error (no DNR); an SQ-entry fetch or CQ-entry post fault sets CSTS to CFS only (QEMU stores
@@ -45,7 +46,8 @@ for its data burst and one for the CQ-entry write, plus nvme_cmd_service_ps of m
 time; data bursts share one link whose bandwidth is nvme_bandwidth_bytes_per_s (transfer time
 ``ceil(bytes * 10**12 / bandwidth)`` ps, integer math), reserved first come first served.
 
-Arbitration: round robin across submission queues in qid order (admin SQ 0 first), one
+Arbitration: round robin across submission queues in qid order (admin SQ 0 first; CC.AMS is
+stored, both identities report CAP.AMS = 0, so only round robin exists), one
 command per SQ per round, until no SQ has a fetchable entry; every fetched command runs
 concurrently in its own sim task and completions are posted in the order commands finish.
 A CQ that is full ((tail + 1) % size == head) holds further completions until the host moves
@@ -57,6 +59,11 @@ queue that does not exist, an SQ tail or CQ head >= the queue size, are ignored;
 Asynchronous Event Request is outstanding an Error event completes it ("Write to Invalid
 Doorbell Register" 00h / "Invalid Doorbell Write Value" 01h, log page 01h).  Misaligned
 doorbell writes are ignored.
+
+Trace events (source = the controller's name): mmio_write, mmio_write_invalid, mmio_write_misaligned,
+mmio_read_invalid, doorbell, doorbell_invalid, doorbell_ignored, ready, start_failed, disabled,
+shutdown_complete, reset, bus_master_off, fetch, complete, post_cqe, msix, dma_fault, cfs, aer,
+create_cq, create_sq, delete_sq, delete_cq.
 
 Not modeled (answered Invalid Command Opcode): Namespace Management/Attachment, Format NVM,
 Firmware Commit/Download, Device Self-test, Directives, NVMe-MI, Sanitize, reservations,
@@ -167,7 +174,7 @@ class NvmeIdentity:
     admin_opcodes: frozenset[int]
     io_opcodes: frozenset[int]
     #: supported feature id -> capability bits (FEAT_CAP_*), as Get Features SEL=3 reports them
-    features: dict[int, int]
+    features: dict[int, int] = attrs.field(hash=False)
     temperature_k: int
     guesses: tuple[str, ...] = ()
 
@@ -493,8 +500,7 @@ class NvmeController:
                                  "irqs"), 0)
         self._wake = Event(f"{name}.doorbell")
         self._cmd_task_name = f"{name}.cmd"
-        sim.spawn(self._engine(), name=f"{name}.engine")
-        sim.spawn(self._control(), name=f"{name}.control")
+        self._tasks_started = False  # the engine and control tasks start at the first BAR0 write
 
     def __repr__(self) -> str:
         return (f"<NvmeController {self.name} {self.identity.name} CC=0x{self._cc:08x} CSTS=0x{self._csts:x} "
@@ -547,6 +553,10 @@ class NvmeController:
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
         """A guest write of BAR0: registers act at once, doorbells are posted (wake the engine)."""
+        if not self._tasks_started:
+            self._tasks_started = True
+            self.sim.spawn(self._engine(), name=f"{self.name}.engine")
+            self.sim.spawn(self._control(), name=f"{self.name}.control")
         if size not in (1, 2, 4, 8) or offset < 0 or offset + size > self.identity.bar0_size:
             if self.sim.tracing:
                 self._trace("mmio_write_invalid", offset=offset, size=size, value=value)
@@ -1231,6 +1241,7 @@ class NvmeController:
         raise CommandError((INVALID_FIELD if self._qemu else INVALID_LOG_PAGE) | DNR)
 
     def _check_mdts(self, length: int) -> None:
+        # MDTS is in units of CAP.MPSMIN pages; QEMU (nvme_check_mdts) scales the CC.MPS page, as here
         mdts = self._id_ctrl.mdts
         if mdts and length > self._page_size << mdts:
             raise CommandError(INVALID_FIELD | DNR)
@@ -1338,7 +1349,7 @@ class NvmeController:
         return value | ((1 << 49) if self._host_timestamp else 0)
 
     # queues ----------------------------------------------------------------------------------------
-    def _check_queue_common(self, qid: int, qsize: int, prp1: int, flags: int) -> None:
+    def _check_queue_common(self, qid: int, qsize: int, prp1: int) -> None:
         cc = self._cc
         if (cc >> CC_IOSQES_SHIFT) & 0xF != SQES_LOG2 or (cc >> CC_IOCQES_SHIFT) & 0xF != CQES_LOG2:
             raise CommandError(INVALID_QUEUE_SIZE | DNR)  # QEMU: entry sizes other than 64/16 B
@@ -1355,7 +1366,7 @@ class NvmeController:
         flags, vector = sqe.cdw11 & 0xFFFF, sqe.cdw11 >> 16
         if qid in self._cqs:
             raise CommandError(INVALID_QUEUE_ID | DNR)
-        self._check_queue_common(qid, qsize, sqe.prp1, flags)
+        self._check_queue_common(qid, qsize, sqe.prp1)
         if vector >= self.identity.msix_vectors:
             raise CommandError(INVALID_INTERRUPT_VECTOR | DNR)
         if not flags & 1:  # CAP.CQR: queues must be physically contiguous
@@ -1378,7 +1389,7 @@ class NvmeController:
             raise CommandError(COMPLETION_QUEUE_INVALID | DNR)
         if qid in self._sqs:
             raise CommandError(INVALID_QUEUE_ID | DNR)
-        self._check_queue_common(qid, qsize, sqe.prp1, flags)
+        self._check_queue_common(qid, qsize, sqe.prp1)
         if not flags & 1:
             raise CommandError(INVALID_FIELD | DNR)
         sq = _SQ(qid, sqe.prp1, qsize + 1, cqid)

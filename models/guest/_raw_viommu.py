@@ -178,3 +178,25 @@ class RawViommuDriver:
             self._event_bufs[new_head] = buf
         q.publish()
         return events
+
+
+VIRTIO_IOMMU_PCI_ID = (0x1AF4, 0x1057)
+
+
+async def raw_viommu_platform(machine: object, **driver_options: object) -> RawViommuDriver:
+    """Firmware + enumeration on ``machine``, then a RawViommuDriver probed on its virtio-iommu.
+
+    Raises LookupError when the machine has no virtio-iommu-pci function.
+    """
+    from .._pci_enum import enumerate_bus
+    from .._memory import GIB
+
+    bus, memory = machine.bus, machine.memory  # type: ignore[attr-defined]
+    infos = enumerate_bus(bus, memory)
+    info = next((i for i in infos if (i.vendor_id, i.device_id) == VIRTIO_IOMMU_PCI_ID), None)
+    if info is None:
+        raise LookupError("the machine has no virtio-iommu-pci function (viommu=none)")
+    mm = PageAllocator.for_ram(memory.below_4g, memory.above_4g_end, reserved_bytes=GIB // 4)
+    driver = RawViommuDriver(bus, memory, info, mm, **driver_options)  # type: ignore[arg-type]
+    await driver.probe()
+    return driver

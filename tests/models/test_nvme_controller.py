@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from models import CostModel, GuestMemory
+from models._dma import DirectDmaPort
 from models._nvme import DMA_READ, DMA_WRITE, CommandError, DmaFault, NvmeController
 from models._nvme_wire import (
     ABORT_REQUESTED, ADMIN_ABORT, ADMIN_ASYNC_EVENT_REQUEST, ADMIN_CREATE_CQ, ADMIN_CREATE_SQ,
@@ -129,15 +130,17 @@ class NvmeHostDriver:
     """A raw NVMe host driver: writes SQEs into guest memory and rings doorbells with mmio_write."""
 
     def __init__(self, sim: Simulator, identity: str = "vfio", *, cost: CostModel | None = None,
-                 scatter: bool = True) -> None:
+                 scatter: bool = True, direct: bool = False) -> None:
         self.sim = sim
         self.memory = GuestMemory(512 << 20)
         self.port = PageTableDmaPort(self.memory)
         self.bus_master = True
         self.scatter = scatter
+        self.direct = direct
         self.msix_log: list[tuple[int, int]] = []
         self.cost = cost or CostModel()
-        self.ctrl = NvmeController(sim, identity, self.cost, self.port, self._msix, lambda: self.bus_master)
+        port = DirectDmaPort(self.memory, "nvme", lambda: self.bus_master) if direct else self.port
+        self.ctrl = NvmeController(sim, identity, self.cost, port, self._msix, lambda: self.bus_master)
         self._gpa = 0x0010_0000
         self._iova = 0x1_0000_0000  # allocated top-down below 4 GiB, as dma-iommu does
         self.sqs: dict[int, HostQueue] = {}
@@ -150,6 +153,10 @@ class NvmeHostDriver:
     # memory ---------------------------------------------------------------------------------
     def alloc(self, size: int, perm: int = RW, scatter: bool | None = None) -> Buffer:
         npages = max(1, -(-size // PAGE))
+        if self.direct:  # no IOMMU: bus address = guest-physical address
+            self._gpa += npages * PAGE
+            return Buffer(self.memory, self._gpa - npages * PAGE,
+                          [self._gpa - (npages - k) * PAGE for k in range(npages)])
         self._iova -= npages * PAGE
         gpas = []
         for _ in range(npages):
@@ -366,11 +373,11 @@ def _fields(sqe: SubmissionEntry) -> dict[str, int]:
 
 
 def run(body: Callable[[NvmeHostDriver], Any], identity: str = "vfio", *, trace: bool = False,
-        cost: CostModel | None = None, seed: int = 0) -> tuple[Any, NvmeHostDriver, list[Any]]:
+        cost: CostModel | None = None, seed: int = 0, direct: bool = False) -> tuple[Any, NvmeHostDriver, list[Any]]:
     """Run ``await body(driver)`` in a fresh simulation; returns (result, driver, trace records)."""
     sink = ListSink()
     sim = Simulator(seed=seed, sinks=[sink] if trace else [])
-    drv = NvmeHostDriver(sim, identity, cost=cost)
+    drv = NvmeHostDriver(sim, identity, cost=cost, direct=direct)
     task = sim.spawn(body(drv), name="test")
     sim.run_sync(until=task)
     return task.result(), drv, sink.records
@@ -883,10 +890,27 @@ def test_identity_pci_facts_for_the_machine_builder():
     ports = PageTableDmaPort(GuestMemory(128 << 20))
     vfio = NvmeController(sim, "vfio", CostModel(), ports, lambda v: None, lambda: True)
     qemu = NvmeController(sim, "emulated", CostModel(), ports, lambda v: None, lambda: True)
-    sim.run_sync()  # the controllers' tasks start and park
 
     assert (vfio.identity.pci_vendor, vfio.identity.pci_device, vfio.identity.bar0_size) == (0x144D, 0xA824, 32768)
     assert (qemu.identity.pci_vendor, qemu.identity.pci_device, qemu.identity.bar0_size) == (0x1B36, 0x0010, 16384)
     assert qemu.identity.pci_class == vfio.identity.pci_class == 0x010802
     assert vfio.mmio_read(REG_CAP, 8) == vfio.identity.cap and vfio.mmio_read(REG_VS, 4) == 0x10300
     assert vfio.identity.guesses and qemu.identity.guesses
+
+
+@pytest.mark.parametrize("identity", ["vfio", "emulated"])
+def test_the_machine_dma_port_drops_in_for_the_test_port(identity: str):
+    """With models._dma.DirectDmaPort (no IOMMU) the same driver brings the controller up and moves data."""
+    data = bytes(range(256)) * 32
+
+    async def body(drv: NvmeHostDriver) -> tuple[dict[str, Any], bytes]:
+        out = await drv.bring_up(io_queues=2, depth=16)
+        src, dst, lists = drv.alloc(3 * PAGE), drv.alloc(3 * PAGE), drv.alloc(PAGE)
+        src.write(0x80, data)
+        assert (await drv.submit(1, drv.rw(IO_WRITE, 3, 16, *drv.prps(src, 0x80, 8192, lists)))).status == SUCCESS
+        assert (await drv.submit(2, drv.rw(IO_READ, 3, 16, *drv.prps(dst, 0, 8192)))).status == SUCCESS
+        return out, dst.read(0, 8192)
+
+    (out, back), drv, _ = run(body, identity, direct=True)
+
+    assert out["nsids"] == [1] and back == data

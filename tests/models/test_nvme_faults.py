@@ -134,7 +134,8 @@ def test_sq_entry_fetch_fault_is_controller_fatal(identity: str, csts: int):
     (lost, seen, retried), drv, records = run(body, identity, trace=True)
 
     assert lost is None and seen == csts
-    assert [r.fields["what"] for r in records if r.event == "cfs"][:1] == ["SQ 1 entry fetch at 0x%x" % drv.sqs[1].buf.iova]
+    sq_iova = drv.sqs[1].buf.iova
+    assert [r.fields["what"] for r in records if r.event == "cfs"][:1] == [f"SQ 1 entry fetch at 0x{sq_iova:x}"]
     if identity == "emulated":  # QEMU keeps processing doorbells after CFS
         assert retried is not None and retried.status == SUCCESS
     else:  # the physical controller stays halted until a reset

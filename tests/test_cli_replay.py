@@ -1,0 +1,133 @@
+"""`viommu-sim replay`: requests through the whole stack (guest memory, virtqueue, notify BAR, device)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from viommu_sim.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "replay"
+REFBOOT = ROOT.parent / "shared" / "reference" / "refboot"
+
+#: the virtio spec's UNMAP examples (device-types/iommu, "UNMAP request"): final status, surviving mappings
+SPEC_UNMAP = {
+    1: ("OK", []),
+    2: ("OK", []),
+    3: ("OK", []),
+    4: ("RANGE", [[0x0, 0x9FFF]]),
+    5: ("OK", [[0x5000, 0x9FFF]]),
+    6: ("OK", []),
+    7: ("OK", []),
+}
+
+
+def replay(capsys, *args):
+    code = main(["replay", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+@pytest.mark.parametrize("flavor", ["qemu", "spec"])
+@pytest.mark.parametrize("n", sorted(SPEC_UNMAP))
+def test_replay_of_the_spec_unmap_examples_gives_the_spec_statuses(capsys, n, flavor):
+    """Each of the spec's seven UNMAP examples ends with the spec's status and surviving mappings."""
+    code, lines, _ = replay(capsys, EXAMPLES / f"spec-unmap-{n}.jsonl", "--flavor", flavor, "--dump-state")
+    status, survivors = SPEC_UNMAP[n]
+    assert code == 0
+    assert [r["status"] for r in lines[:-1]] == ["OK"] * (len(lines) - 2) + [status]
+    assert [m[:2] for m in lines[-1]["domains"]["1"]["mappings"]] == survivors
+
+
+def test_qemu_flavour_unmap_is_not_atomic_but_spec_flavour_is(capsys):
+    """An UNMAP that splits a mapping: QEMU removes what came before the split, the spec removes nothing."""
+    states = {}
+    for flavor in ("qemu", "spec"):
+        _, lines, _ = replay(capsys, EXAMPLES / "nonatomic-unmap.jsonl", "--flavor", flavor, "--dump-state")
+        assert lines[-2]["status"] == "RANGE"
+        states[flavor] = [m[:2] for m in lines[-1]["domains"]["1"]["mappings"]]
+    assert states == {"qemu": [[0x5000, 0x9FFF]], "spec": [[0x0, 0x4FFF], [0x5000, 0x9FFF]]}
+
+
+def _expected_state_from_trace(text):
+    """An independent reading of a QEMU trace: who is attached where, what stays mapped."""
+    domains: dict[int, dict] = {}
+    where: dict[int, int] = {}
+    for line in text.splitlines():
+        m = re.search(r"virtio_iommu_(attach|detach|map|unmap) (.*)", line)
+        if not m:
+            continue
+        f = {k: int(v, 0) for k, v in re.findall(r"(\w+)=(0x[0-9a-fA-F]+|\d+)", m.group(2))}
+        op = m.group(1)
+        if op == "attach":
+            old = where.get(f["endpoint"])
+            if old is not None:
+                domains[old]["endpoints"].discard(f["endpoint"])
+            domains.setdefault(f["domain"], {"endpoints": set(), "mappings": {}})["endpoints"].add(f["endpoint"])
+            where[f["endpoint"]] = f["domain"]
+        elif op == "detach":
+            domains[f["domain"]]["endpoints"].discard(f["endpoint"])
+            where.pop(f["endpoint"], None)
+        elif op == "map":
+            domains[f["domain"]]["mappings"][f["virt_start"]] = [f["virt_start"], f["virt_end"], f["phys_start"], f["flags"]]
+        else:
+            maps = domains[f["domain"]]["mappings"]
+            for start in [s for s, m in maps.items() if f["virt_start"] <= s and m[1] <= f["virt_end"]]:
+                del maps[start]
+    return {str(d): {"endpoints": sorted(v["endpoints"]), "mappings": [v["mappings"][k] for k in sorted(v["mappings"])]}
+            for d, v in sorted(domains.items())}
+
+
+@pytest.mark.parametrize("log", ["qemu-trace-lazy-smp4.log", "qemu-trace-seedlike-lazy-smp4.log"])
+def test_replaying_the_real_boot_trace_gives_ok_and_the_logged_final_state(capsys, log):
+    """Every request of the real QEMU + Linux boot is OK and the final state is what the log implies."""
+    path = REFBOOT / log
+    code, lines, _ = replay(capsys, path, "--nvme", "emulated", "--dump-state")
+    assert code == 0
+    assert {r["status"] for r in lines[:-1]} == {"OK"}
+    assert len(lines) - 1 == len(re.findall(r"virtio_iommu_(?:attach|detach|map|unmap) ", path.read_text()))
+    assert lines[-1]["domains"] == _expected_state_from_trace(path.read_text())
+
+
+def test_map_for_the_vfio_nvme_traces_the_seed_call_chain_in_order(capsys, tmp_path):
+    """A MAP for the VFIO-backed NVMe (endpoint 32) walks the seed's backtrace, frame by frame."""
+    log = tmp_path / "map.jsonl"
+    log.write_text(
+        '{"op": "attach", "domain": 1, "endpoint": 32}\n'
+        '{"op": "map", "domain": 1, "virt_start": "0xfff7b000", "virt_end": "0xfff7bfff", '
+        '"phys_start": "0x1155ae000", "flags": 2}\n'
+    )
+    trace = tmp_path / "trace.jsonl"
+    code, lines, _ = replay(capsys, log, "--trace", trace)
+    assert code == 0 and [r["status"] for r in lines] == ["OK", "OK"]
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    first_map = next(i for i, r in enumerate(records) if r["ev"] == "virtio_iommu_handle_map")
+    command = max(i for i, r in enumerate(records[:first_map]) if r["ev"] == "virtio_iommu_handle_command")
+    chain = [r["ev"] for r in records[command:]]
+    wanted = ["virtio_pci_notify_write", "virtio_queue_notify", "virtio_iommu_handle_command",
+              "virtio_iommu_handle_map", "virtio_iommu_map", "virtio_iommu_notify_map",
+              "memory_region_notify_iommu", "memory_region_notify_iommu_one", "vfio_iommu_map_notify"]
+    events = [r["ev"] for r in records]
+    notify = max(i for i, r in enumerate(records[:command]) if r["ev"] == "virtio_pci_notify_write")
+    positions = [events.index(name, notify) for name in wanted]
+    assert positions == sorted(positions), chain
+    notify_map = next(r for r in records[command:] if r["ev"] == "virtio_iommu_notify_map")
+    assert (notify_map["virt_start"], notify_map["virt_end"], notify_map["paddr"], notify_map["flags"]) == (
+        4294422528, 4294426623, 4653244416, 2)
+
+
+def test_malformed_replay_line_names_its_line_and_exits_2(capsys, tmp_path):
+    """A bad line gets one error line with file and line number, exit status 2."""
+    log = tmp_path / "bad.jsonl"
+    log.write_text('{"op": "attach", "domain": 1, "endpoint": 16}\n{"op": "frobnicate"}\n')
+    code, lines, err = replay(capsys, log)
+    assert code == 2 and lines == []
+    assert err.count("\n") == 1 and f"{log}:2:" in err
+
+
+def test_missing_replay_file_exits_2_with_one_line(capsys, tmp_path):
+    """A file that does not exist is a usage error, not a traceback."""
+    code, _, err = replay(capsys, tmp_path / "nope.jsonl")
+    assert code == 2 and err.strip().endswith("no such file") and err.count("\n") == 1
