@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import attrs
 
-from sim import sleep
+from sim import Lock, sleep
 
 from .._pci_enum import PciDeviceInfo
 from .._virtq_wire import VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC
@@ -93,6 +93,8 @@ class RawViommuDriver:
         self.features = 0
         self.kicks = 0
         self._event_bufs: dict[int, int] = {}
+        #: the driver's request_lock: one request in flight at a time, as viommu_send_req_sync has it
+        self.request_lock = Lock(name="viommu.request_lock")
 
     async def _alloc_ring(self, size: int) -> tuple[int, int, int]:
         desc_b, avail_b, used_b = _ring_bytes(size)
@@ -146,6 +148,11 @@ class RawViommuDriver:
     async def submit_chain(self, out: list[tuple[int, int]], in_: list[tuple[int, int]], *,
                            reply_addr: int, reply_len: int, indirect_table: int | None = None) -> RawCompletion:
         """Add an arbitrary chain to the request queue, kick, and poll for its used entry."""
+        async with self.request_lock:
+            return await self._submit_locked(out, in_, reply_addr, reply_len, indirect_table)
+
+    async def _submit_locked(self, out: list[tuple[int, int]], in_: list[tuple[int, int]], reply_addr: int,
+                             reply_len: int, indirect_table: int | None) -> RawCompletion:
         q = self.requestq
         assert q is not None
         head = q.add(out, in_, indirect_table=indirect_table)
