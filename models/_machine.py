@@ -76,6 +76,8 @@ class Machine:
             self.nvme = NvmeController(sim, config.nvme if config.nvme == "emulated" else "vfio", cost, port,
                                        nvme_fn.msix_notify, nvme_fn.check_dma_allowed)
             nvme_fn.set_bar_handler(0, self.nvme)
+            nvme = self.nvme
+            nvme_fn.on_bus_master = lambda on: nvme.bus_master_changed() if on else None
             self.nvme_dma = port
 
     @property

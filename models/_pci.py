@@ -43,7 +43,7 @@ import bisect
 import enum
 import struct
 from collections.abc import Coroutine
-from typing import Any, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import attrs
 
@@ -364,6 +364,8 @@ class PciFunction:
         self._msix: _Msix | None = None
         self._intx_level = False
         self._bus: PciBus | None = None
+        #: called with the new state when the guest flips COMMAND.bus-master (a device model's hook)
+        self.on_bus_master: Callable[[bool], None] | None = None
 
     def __repr__(self) -> str:
         return f"<PciFunction {format_bdf(self.bdf)} {self.name}>"
@@ -633,6 +635,8 @@ class PciFunction:
         cfg.write(offset, size, value)
         end = offset + size
         changed = old_cmd ^ self.command
+        if changed & PCI_COMMAND_MASTER and self.on_bus_master is not None:
+            self.on_bus_master(bool(self.command & PCI_COMMAND_MASTER))
         if changed & PCI_COMMAND_INTX_DISABLE and self.interrupt_pin:
             self._drive_intx()
         if self._bus is not None and (
