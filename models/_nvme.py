@@ -9,7 +9,7 @@ namespace backing store.  Behaviour follows QEMU's hw/nvme/ctrl.c where the emul
 identity is concerned (nvme_write_bar, nvme_start_ctrl, nvme_process_db, nvme_process_sq,
 nvme_post_cqes, nvme_map_prp, nvme_map_sgl, nvme_identify, nvme_get/set_feature,
 nvme_get_log, nvme_create_cq/sq, nvme_del_cq/sq, nvme_aer, nvme_abort) and the NVMe spec
-otherwise; the reference is /work/shared/reference/pci-nvme.md sections 4-7.
+otherwise; the facts come from the reference notes on PCI and NVMe (pci-nvme.md, sections 4-7).
 
 Two identities (``IDENTITIES``): "vfio" is the seed's Samsung PM173X passed through with
 VFIO (IDs and Identify data from the reference's PM1733 id-ctrl dump; every value that is a

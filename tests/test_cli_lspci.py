@@ -1,19 +1,10 @@
 """``viommu-sim lspci`` through the CLI entry point."""
 
-from pathlib import Path
 
 import pytest
 
+from reference_data import seed_lspci_block
 from viommu_sim.cli import main
-
-
-def seed_lspci_block() -> str:
-    seeds = sorted(Path("/work/shared/seed").glob("000_*.txt"))
-    if not seeds:
-        pytest.skip("seed file not available")
-    lines = seeds[0].read_text(encoding="utf-8").splitlines()
-    start = lines.index("vm$ lspci") + 1
-    return "".join(line + "\n" for line in lines[start : lines.index("", start)])
 
 
 def test_lspci_default_machine_prints_the_seed_block(capsys):

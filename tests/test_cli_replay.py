@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from reference_data import refboot
 from viommu_sim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "replay"
-REFBOOT = ROOT.parent / "shared" / "reference" / "refboot"
 
 #: the virtio spec's UNMAP examples (device-types/iommu, "UNMAP request"): final status, surviving mappings
 SPEC_UNMAP = {
@@ -83,7 +83,7 @@ def _expected_state_from_trace(text):
 @pytest.mark.parametrize("log", ["qemu-trace-lazy-smp4.log", "qemu-trace-seedlike-lazy-smp4.log"])
 def test_replaying_the_real_boot_trace_gives_ok_and_the_logged_final_state(capsys, log):
     """Every request of the real QEMU + Linux boot is OK and the final state is what the log implies."""
-    path = REFBOOT / log
+    path = refboot(log)
     code, lines, _ = replay(capsys, path, "--nvme", "emulated", "--dump-state")
     assert code == 0
     assert {r["status"] for r in lines[:-1]} == {"OK"}

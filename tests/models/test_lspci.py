@@ -1,6 +1,5 @@
 """lspci's default format, rendered from config space with the pinned pci.ids subset."""
 
-from pathlib import Path
 
 import pytest
 
@@ -8,21 +7,8 @@ from models import MachineConfig
 from models._lspci import PciIds, PciIdsError, lspci
 from models._machine import build_machine
 from models._pci_enum import enumerate_bus
+from reference_data import seed_lspci_block
 from sim import Simulator
-
-SEED_DIR = Path("/work/shared/seed")
-
-
-def seed_lspci_block() -> str:
-    """The lines the seed's guest printed after ``vm$ lspci`` (up to the blank line)."""
-    seeds = sorted(SEED_DIR.glob("000_*.txt"))
-    if not seeds:
-        pytest.skip("seed file not available")
-    lines = seeds[0].read_text(encoding="utf-8").splitlines()
-    start = lines.index("vm$ lspci") + 1
-    end = lines.index("", start)
-    return "".join(line + "\n" for line in lines[start:end])
-
 
 def render(**changes) -> str:
     m = build_machine(MachineConfig().evolve(**changes), Simulator())

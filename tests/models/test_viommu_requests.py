@@ -1,6 +1,5 @@
 """virtio-iommu request decisions (QEMU's check order, §2.4) and config space, both flavours."""
 
-from pathlib import Path
 
 import pytest
 
@@ -22,13 +21,13 @@ from models._viommu_wire import (
 from models._virtio_pci import VirtioPciTransport
 from models._virtq_wire import CommonCfg, DeviceStatus
 from models._virtqueue import DriverQueue
+from reference_data import refboot
 from sim import ListSink, Simulator
 
 Q35_BDFS = (0x00, 0x08, 0x10, 0x18, 0x20, 0xF8, 0xFA, 0xFB)
 NVME = 0x20
 AHCI = 0xFA
 SMBUS = 0xFB
-REFBOOT = Path("/work/shared/reference/refboot/qemu-trace-lazy-smp4.log")
 
 
 SINKS: dict[VirtioIommu, ListSink] = {}
@@ -372,11 +371,11 @@ def test_reference_boot_trace_replays_with_qemus_results():
     """QEMU 7.2's boot trace: every request OK; 30 mappings removed as unmap_done says."""
     dev = make()
     statuses = []
-    for req in parse_replay(REFBOOT.read_text()):
+    for req in parse_replay(refboot("qemu-trace-lazy-smp4.log").read_text()):
         statuses.append(dev.process_request(encode_request(req), writable_size(req)).status)
     assert statuses == [Status.OK] * 95
     removed = [r for r in SINKS[dev].records if r.event == "virtio_iommu_unmap_done"]
-    assert len(removed) == REFBOOT.read_text().count("virtio_iommu_unmap_done")
+    assert len(removed) == refboot("qemu-trace-lazy-smp4.log").read_text().count("virtio_iommu_unmap_done")
     assert sorted(dev.domains) == [0, 1, 2, 3]
 
 

@@ -1,9 +1,9 @@
 """virtio-iommu wire layouts and the replay input formats."""
 
 import struct
-from pathlib import Path
 
 import pytest
+from reference_data import refboot
 
 from models._replay_input import (
     ReplayInputError,
@@ -29,7 +29,6 @@ from models._viommu_wire import (
     UnmapReq,
 )
 
-REFBOOT = Path("/work/shared/reference/refboot/qemu-trace-lazy-smp4.log")
 
 ALL_STRUCTS = [IommuConfig, ReqHead, ReqTail, AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq,
                ProbeProperty, ProbeResvMem, FaultEvent]
@@ -178,7 +177,7 @@ def test_replay_trace_malformed_line_names_line_and_problem():
 
 def test_replay_trace_of_the_reference_boot():
     """The real QEMU 7.2 trace yields its 5 ATTACH, 66 MAP and 24 UNMAP requests in order."""
-    reqs = parse_replay(REFBOOT.read_text())
+    reqs = parse_replay(refboot("qemu-trace-lazy-smp4.log").read_text())
     assert [r.op for r in reqs].count("attach") == 5
     assert [r.op for r in reqs].count("map") == 66
     assert [r.op for r in reqs].count("unmap") == 24

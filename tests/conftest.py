@@ -1,0 +1,1 @@
+"""Test-suite wide settings: makes ``tests/`` importable (``reference_data``)."""
