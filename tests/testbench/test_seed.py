@@ -30,10 +30,14 @@ def test_plain_without_seed():
 
 
 def seeds(output: str) -> dict[str, tuple[int, int, int]]:
-    """node id -> (SEED, CURRENT, DRAW) from the failure blocks of a run."""
+    """node id -> (SEED, CURRENT, DRAW) from the failure blocks of a run (not the short summary,
+    which repeats the messages when pytest runs with CI set)."""
     found = {}
-    for m in re.finditer(r"_{3,} (\S+) _{3,}.*?SEED=(\d+) CURRENT=(\d+) DRAW=(\d+)", output, re.S):
-        found[m.group(1)] = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+    failures = output.split("short test summary info")[0]
+    for block in re.split(r"\n_{3,} ", failures)[1:]:
+        m = re.search(r"SEED=(\d+) CURRENT=(\d+) DRAW=(\d+)", block)
+        if m:
+            found[block.split(" ", 1)[0]] = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
     return found
 
 
