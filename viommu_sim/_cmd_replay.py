@@ -21,8 +21,9 @@ import trio
 from models._machine import build_machine
 from models._replay_input import ReplayInputError, encode_request, parse_replay, writable_size
 from models.guest._raw_viommu import raw_viommu_platform
-from sim import JsonlSink, Simulator
+from sim import Simulator
 
+from ._tracing import TraceOutput, add_trace_flags
 from .cli import UsageError, add_machine_flags, machine_config
 
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--flavor", default="qemu", metavar="qemu|spec",
                    help="device behaviour: QEMU's exactly (default) or the virtio spec's MUSTs")
     p.add_argument("--dump-state", action="store_true", help="print the device's final domains and mappings last")
-    p.add_argument("--trace", metavar="PATH", help="write the simulation trace as JSON Lines to PATH")
+    add_trace_flags(p)
     p.set_defaults(handler=run)
 
 
@@ -60,18 +61,11 @@ def run(args: argparse.Namespace) -> int:
         requests = parse_replay(text)
     except ReplayInputError as exc:
         raise UsageError(f"{args.file}:{exc.line}: {exc.problem}") from None
-    sinks: list[Any] = []
-    trace_file = None
-    if args.trace:
-        try:
-            trace_file = open(args.trace, "w", encoding="utf-8", newline="\n")
-        except OSError as exc:
-            raise UsageError(f"--trace: cannot write {args.trace}: {exc.strerror}") from None
-        sinks.append(JsonlSink(trace_file))
-    sim = Simulator(seed=config.seed, sinks=sinks)
-    machine = build_machine(config, sim)
-    if machine.viommu is None:
+    if config.viommu == "none":
         raise UsageError("--viommu none: this machine has no virtio-iommu to replay requests into")
+    trace = TraceOutput(args)
+    sim = Simulator(seed=config.seed, sinks=trace.sinks)
+    machine = build_machine(config, sim)
     results: list[dict[str, Any]] = []
 
     async def replay() -> None:
@@ -86,11 +80,8 @@ def run(args: argparse.Namespace) -> int:
             })
 
     task = sim.spawn(replay(), name="replay")
-    try:
+    with trace:
         trio.run(sim.run, task)
-    finally:
-        if trace_file is not None:
-            trace_file.close()
     out = sys.stdout
     for r in results:
         out.write(json.dumps(r) + "\n")

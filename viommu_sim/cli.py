@@ -1,7 +1,7 @@
 """``viommu-sim``: parse flags into a MachineConfig, run a subcommand, render.
 
 Each subcommand lives in its own ``_cmd_<name>.py`` module exposing
-``register(subparsers, machine_parent)`` and is listed in ``_COMMANDS``.
+``register(subparsers)`` and is listed in ``_COMMANDS``.
 Bad input never produces a traceback: argparse errors and ``ConfigError``
 print one line naming the problem and exit with status 2.
 """
@@ -37,6 +37,7 @@ def add_machine_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--nvme", default="vfio", metavar="vfio|emulated|none",
                    help="00:04.0: passed-through PM173X (vfio), QEMU's emulated NVMe, or none (default vfio)")
     g.add_argument("--aw-bits", type=int, default=64, metavar="N", help="virtio-iommu input address width (default 64)")
+    g.add_argument("--viommu", default="on", metavar="on|none", help="00:03.0 virtio-iommu-pci present (default on)")
     g.add_argument("--seed", type=int, default=0, metavar="N", help="simulation seed (default 0)")
 
 
@@ -48,8 +49,9 @@ def machine_config(args: argparse.Namespace, **extra: Any) -> MachineConfig:
         "nvme": args.nvme,
         "aw_bits": args.aw_bits,
         "seed": args.seed,
+        "viommu": args.viommu,
     }
-    for name in ("flavor", "iommu_policy", "guest_kernel", "viommu"):
+    for name in ("flavor", "iommu_policy", "guest_kernel"):
         if hasattr(args, name):
             fields[name] = getattr(args, name)
     fields.update(extra)
