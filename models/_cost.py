@@ -58,6 +58,9 @@ class CostModel:
     # -- PCIe / NVMe -------------------------------------------------------------------
     pcie_latency_ps: int = _param(ns(500), "one PCIe transaction latency for device DMA")
     nvme_cmd_service_ps: int = _param(us(10), "controller per-command service time (flash access overhead)")
+    nvme_admin_firmware_ps: int = _param(
+        us(800), "extra firmware time of one admin command on a physical SSD (Identify, Create I/O queue, ...: "
+        "hundreds of us to ms); QEMU's emulated controller answers admin commands at once")
     nvme_bandwidth_bytes_per_s: int = _param(
         int(2.5 * (1 << 30)), "sustained media bandwidth: 2.5 GiB/s (the calibration disk's maximum)")
     nvme_enable_ps: int = _param(ms(1), "CC.EN=1 to CSTS.RDY=1")

@@ -928,6 +928,8 @@ class NvmeController:
         try:
             await self._delay(cmd, self._pcie)  # the SQ-entry read round trip
             if cmd.sq.qid == 0:
+                if not self._qemu:
+                    await self._delay(cmd, self.cost.nvme_admin_firmware_ps)
                 status, result = await self._admin(cmd)
             else:
                 status, result = await self._io(cmd)

@@ -357,7 +357,10 @@ def make_ahci() -> PciFunction:
     fn.config.store(sata + 2, 2, 0x0010)  # revision 1.0
     fn.config.store(sata + 4, 4, 0x0000_0048)  # BARLOC 8 (BAR4), BAROFST 4 dwords
     fn.add_msi(0x80, vectors=1, is64=True, maskable=False)
-    return _registerless(fn, 4, 5)
+    from ._ahci import AhciHba
+
+    fn.set_bar_handler(5, AhciHba())
+    return _registerless(fn, 4)
 
 
 def make_smbus() -> PciFunction:

@@ -1,0 +1,761 @@
+"""The guest's virtio-iommu driver: Linux drivers/iommu/virtio-iommu.c, 6.7 and 6.12.
+
+Everything goes through the machine: config space and BAR MMIO (``PciVirtioRegs`` +
+``VirtioModernDevice``), split rings in guest memory (``DriverQueue``), requests
+built with the wire classes of ``models._viommu_wire``.
+
+* ``probe`` is ``viommu_probe`` (behind the virtio core's reset / feature
+  negotiation): both virtqueues (the request queue has no callback, so its
+  completions are polled; the event queue's interrupt arrives on INTx), config
+  reads of the negotiated optional fields, DRIVER_OK, ``viommu_fill_evtq``
+  (buffers posted, no kick), ``iommu_device_register`` and the two lines
+  "input address: %u bits" / "page mask: %#llx".
+* The request engine (``__viommu_add_req``, ``__viommu_sync_req``,
+  ``viommu_send_req_sync``): one ``request_lock``; adding writes the chain and
+  publishes ``avail.idx`` without a kick; a sync kicks (when the ring asks for a
+  notification) and busy-polls the used ring until *every* outstanding request
+  completed; a full ring (-ENOSPC) syncs and retries once.  The poll is bounded
+  (Linux's is not): after ``SOFT_LOCKUP_PS`` the CPU logs the soft-lockup splat's
+  first line and gives up on the outstanding requests (-EIO to a synchronous
+  sender).  Linux forces IOERR into a request's own copy when the used length is
+  0, but copies the writable part back only when the used length equals its size,
+  so the *caller* of ``viommu_send_req_sync`` reads the tail it started with (a
+  zeroed tail reads as OK); this is modelled as is and traced.
+* Endpoints and domains (``viommu_probe_device`` / ``viommu_probe_endpoint``,
+  ``viommu_attach_dev`` + ``viommu_domain_finalise``, ``viommu_replay_mappings``,
+  ``viommu_get_resv_regions``) and the map path (``viommu_map_pages``,
+  ``viommu_unmap_pages`` with the internal mapping tree, ``viommu_iotlb_sync``).
+* 6.7 vs 6.12 (``MachineConfig.guest_kernel``): 6.7 sends each MAP with
+  ``viommu_send_req_sync`` and has neither ``iotlb_sync_map`` nor
+  ``flush_iotlb_all`` (no IOMMU_CAP_DEFERRED_FLUSH); from 6.8 ("Make use of
+  ops->iotlb_sync_map", "Add ops->flush_iotlb_all and enable deferred flush") a
+  MAP is queued, its status never read, and ``iotlb_sync_map``/``flush_iotlb_all``
+  kick and drain once the domain has endpoints.
+* The event queue (``vp_interrupt`` -> ``viommu_event_handler`` ->
+  ``viommu_fault_handler``): faults are logged rate-limited and the buffers
+  re-posted.
+
+The internal mapping tree is keyed by start address; dma-iommu never maps
+overlapping IOVA ranges, so "the first overlapping mapping starts below the
+range" (``viommu_del_mappings`` refusing to split) is checked on the predecessor.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+from sortedcontainers import SortedDict
+
+from sim import Lock, ms, seconds, sleep, us
+
+from .._pci_enum import PciDeviceInfo
+from .._virtq_wire import VIRTIO_RING_F_INDIRECT_DESC, CommonCfg
+from .._virtqueue import DriverQueue, VirtqueueError, VirtqueueFull
+from .._viommu_wire import (
+    F_BYPASS_CONFIG,
+    F_DOMAIN_RANGE,
+    F_INPUT_RANGE,
+    F_MAP_UNMAP,
+    F_MMIO,
+    F_PROBE,
+    FAULT_F_ADDRESS,
+    FAULT_F_EXEC,
+    FAULT_F_READ,
+    FAULT_F_WRITE,
+    FAULT_R_DOMAIN,
+    FAULT_R_MAPPING,
+    MAP_F_MMIO,
+    MAP_F_READ,
+    MAP_F_WRITE,
+    PROBE_T_MASK,
+    PROBE_T_NONE,
+    PROBE_T_RESV_MEM,
+    RESV_MEM_T_MSI,
+    RESV_MEM_T_RESERVED,
+    TAIL_SIZE,
+    U32,
+    U64,
+    AttachReq,
+    FaultEvent,
+    MapReq,
+    ProbeProperty,
+    ProbeReq,
+    ProbeResvMem,
+    ReqType,
+    Status,
+    UnmapReq,
+)
+from ._device import GuestDevice
+from ._flush_queue import virtio_iommu_deferred_flush
+from ._iommu_core import (
+    EFAULT,
+    EINVAL,
+    EIO,
+    ENODEV,
+    ENOENT,
+    ENOMEM,
+    ENOSPC,
+    ENOSYS,
+    EOVERFLOW,
+    ERANGE,
+    IOMMU_MMIO,
+    IOMMU_READ,
+    IOMMU_WRITE,
+    VIRTIO_IOMMU_PCI_ID,
+)
+from ._iova import IOMMU_RESV_MSI, IOMMU_RESV_RESERVED, IOMMU_RESV_SW_MSI, PAGE_SIZE, ResvRegion, order_base_2
+from ._virtio_driver import TRANSPORT_FEATURES, VirtioModernDevice
+from ._virtio_pci_regs import PciVirtioRegs
+
+if TYPE_CHECKING:
+    from ._kernel import GuestKernel
+
+DRIVER_NAME = "virtio_iommu"
+#: the driver's feature table (``features[]``); the legacy F_BYPASS is not in it
+VIOMMU_FEATURES = sum(1 << b for b in (F_MAP_UNMAP, F_INPUT_RANGE, F_DOMAIN_RANGE, F_PROBE, F_MMIO, F_BYPASS_CONFIG))
+REQUESTQ = 0
+EVENTQ = 1
+#: sizeof(struct viommu_event): a union with struct virtio_iommu_fault
+EVENT_SIZE = FaultEvent.SIZE
+#: viommu_event.head bits that must be clear for a fault record (VIOMMU_FAULT_RESV_MASK)
+FAULT_RESV_MASK = 0xFFFF_FF00
+#: MSI_IOVA_BASE / MSI_IOVA_LENGTH: the software MSI window added when PROBE gave no MSI region
+MSI_IOVA_BASE = 0x800_0000
+MSI_IOVA_LENGTH = 0x10_0000
+#: vring_create_virtqueue(..., SMP_CACHE_BYTES, ...): the used ring's alignment
+VRING_ALIGN = 64
+#: an indirect table of the two descriptors of a request (alloc_indirect_split, GFP_ATOMIC)
+INDIRECT_TABLE_SIZE = 2 * 16
+
+# -- cost/bound parameters introduced here (not in CostModel) --------------------------------
+#: first re-poll of the used ring after a kick found requests still outstanding (ps).  The
+#: guest spins; the device completes requests inside the kick's MMIO exit, so the poll only
+#: waits when another vCPU's exit holds QEMU's lock or the device is broken.  The interval
+#: doubles up to SYNC_POLL_MAX_PS: a coarser sampling of a spin that changes nothing observable.
+SYNC_POLL_PS = us(1)
+SYNC_POLL_MAX_PS = ms(1)
+#: give up on a request queue that never completes after this long (ps): the first report of
+#: the soft-lockup watchdog with the default watchdog_thresh=10 (2 * 10 s, sampled every 4 s)
+SOFT_LOCKUP_PS = seconds(22)
+#: dev_err_ratelimited: DEFAULT_RATELIMIT_INTERVAL (5 * HZ) and DEFAULT_RATELIMIT_BURST
+RATELIMIT_INTERVAL_PS = seconds(5)
+RATELIMIT_BURST = 10
+
+_STATUS_ERRNO = {
+    Status.OK: 0, Status.UNSUPP: -ENOSYS, Status.INVAL: -EINVAL, Status.RANGE: -ERANGE,
+    Status.NOENT: -ENOENT, Status.FAULT: -EFAULT, Status.NOMEM: -ENOMEM,
+}
+_TYPE_NAMES = {int(t): t.name for t in ReqType}
+TRACE_SOURCE = "guest/virtio_iommu"
+
+
+class ViommuProbeError(Exception):
+    """``viommu_probe`` failed; ``errno`` is what it returned."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        self.errno = errno
+        super().__init__(message)
+
+
+def req_errno(status: int) -> int:
+    """``viommu_get_req_errno``: the errno of a tail status (IOERR, DEVERR, unknown: -EIO)."""
+    return _STATUS_ERRNO.get(status, -EIO)  # type: ignore[call-overload]
+
+
+def _type_name(rtype: int) -> str:
+    """A request type for traces: its name, or the number of an unknown type."""
+    return _TYPE_NAMES.get(rtype, str(rtype))
+
+
+def viommu_pci_info(devices: Any) -> PciDeviceInfo | None:
+    """The virtio-iommu-pci function among enumeration records (or GuestDevices), if any."""
+    for d in devices:
+        info = getattr(d, "info", d)
+        if (info.vendor_id, info.device_id) == VIRTIO_IOMMU_PCI_ID:
+            return info  # type: ignore[no-any-return]
+    return None
+
+
+class _Request:
+    """``struct viommu_request``: one chain in flight."""
+
+    __slots__ = ("type", "buf", "size", "write_offset", "writeback", "table", "reply", "status", "used_len")
+
+    def __init__(self, rtype: int, buf: int, size: int, write_offset: int, writeback: bool, table: int | None):
+        self.type = rtype
+        self.buf = buf
+        self.size = size
+        self.write_offset = write_offset
+        self.writeback = writeback
+        self.table = table
+        #: the caller's copy of the writable part (starts zeroed; written back on a full-length completion)
+        self.reply = bytes(size - write_offset)
+        self.status: int | None = None
+        self.used_len: int | None = None
+
+
+class ViommuDomain:
+    """``struct viommu_domain``: id and geometry (set at finalise), map flags, the mapping tree."""
+
+    def __init__(self) -> None:
+        self.viommu: ViommuDriver | None = None
+        self.id: int | None = None
+        self.pgsize_bitmap = 0
+        self.aperture = (0, U64)
+        self.map_flags = 0
+        self.nr_endpoints = 0
+        #: the internal tree: virt_start -> (virt_end, phys_start, flags)
+        self.mappings: SortedDict[int, tuple[int, int, int]] = SortedDict()
+
+    def __repr__(self) -> str:
+        return f"<ViommuDomain {self.id} endpoints={self.nr_endpoints} mappings={len(self.mappings)}>"
+
+    def del_mappings(self, iova: int, end: int) -> int:
+        """``viommu_del_mappings``: remove every mapping starting in [iova, end] in full (stop at one
+        starting below ``iova``); bytes removed."""
+        maps = self.mappings
+        i = maps.bisect_right(iova) - 1
+        if i >= 0 and maps.peekitem(i)[0] < iova and maps.peekitem(i)[1][0] >= iova:
+            return 0  # would split a mapping created by one MAP
+        unmapped = 0
+        for start in list(maps.irange(iova, end)):
+            m_end = maps.pop(start)[0]
+            unmapped += m_end - start + 1
+        return unmapped
+
+
+class ViommuEndpoint:
+    """``struct viommu_endpoint``: the device, its endpoint ids (fwspec), reserved regions, domain."""
+
+    def __init__(self, dev: GuestDevice, ids: tuple[int, ...]) -> None:
+        self.dev = dev
+        self.ids = ids
+        #: PROBE's RESV_MEM regions, sorted by start
+        self.resv_regions: list[ResvRegion] = []
+        self.domain: ViommuDomain | None = None
+
+    def __repr__(self) -> str:
+        return f"<ViommuEndpoint {self.dev.name} ids={self.ids}>"
+
+
+class _Ratelimit:
+    """``___ratelimit`` with the default interval and burst."""
+
+    def __init__(self) -> None:
+        self.begin: int | None = None
+        self.printed = 0
+        self.missed = 0
+
+    def allow(self, now: int) -> tuple[bool, int]:
+        """(print this one?, callbacks suppressed in the window that just ended)."""
+        suppressed = 0
+        if self.begin is None or now - self.begin >= RATELIMIT_INTERVAL_PS:
+            suppressed, self.missed = self.missed, 0
+            self.begin, self.printed = now, 0
+        if self.printed < RATELIMIT_BURST:
+            self.printed += 1
+            return True, suppressed
+        self.missed += 1
+        return False, suppressed
+
+
+class ViommuDriver:
+    """The virtio-iommu driver bound to one virtio-iommu-pci function (``virtio<index>``)."""
+
+    def __init__(self, kernel: GuestKernel, info: PciDeviceInfo, *, index: int = 0) -> None:
+        self.kernel = kernel
+        self.info = info
+        #: dev_printk prefix of the virtio device: ("virtio_iommu", "virtio0")
+        self.name = (DRIVER_NAME, f"virtio{index}")
+        self.version_67 = not virtio_iommu_deferred_flush(kernel.config.guest_kernel)
+        self.regs = PciVirtioRegs(kernel.machine.bus, info)
+        self.vdev: VirtioModernDevice | None = None
+        self.requestq: DriverQueue | None = None
+        self.eventq: DriverQueue | None = None
+        self.features = 0
+        self.pgsize_bitmap = 0
+        self.aperture = (0, U64)
+        self.first_domain = 0
+        self.last_domain = U32
+        self.probe_size = 0
+        self.map_flags = 0
+        self._lock = Lock("viommu.request_lock")
+        self._requests: dict[int, _Request] = {}  # head -> request, in the order they were added
+        self._abandoned: dict[int, _Request] = {}
+        self._domain_ids: set[int] = set()
+        self._event_bufs: dict[int, int] = {}
+        self._fault_ratelimit = _Ratelimit()
+        #: counters: notifications written to the request queue, requests sent
+        self.kicks = 0
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"<ViommuDriver {self.name[1]} at {self.info.slot_name}>"
+
+    # -- the IOMMU ops that differ between 6.7 and 6.8+ (and with them IOMMU_CAP_DEFERRED_FLUSH) --
+    @property
+    def has_iotlb_sync_map(self) -> bool:
+        return not self.version_67
+
+    @property
+    def has_flush_iotlb_all(self) -> bool:
+        return not self.version_67
+
+    # -- probe -------------------------------------------------------------------------
+    def _alloc_ring(self, size: int) -> tuple[int, int, int]:
+        """One zeroed block for a split ring (``vring_alloc_queue``): descriptors, avail, aligned used."""
+        desc_b, avail_b, used_b = 16 * size, 6 + 2 * size, 6 + 8 * size
+        used_off = -(-(desc_b + avail_b) // VRING_ALIGN) * VRING_ALIGN
+        total = used_off + used_b
+        base = self.kernel.mm.alloc_pages(order_base_2(-(-total // PAGE_SIZE)))
+        return base, base + desc_b, base + used_off
+
+    async def probe(self, cpu: int) -> None:
+        """Bind to the function: virtio core (reset, features) then ``viommu_probe``.  Raises
+        ViommuProbeError (device status FAILED) on a refusal."""
+        kernel = self.kernel
+        core = kernel.iommu
+        if core is None:
+            raise RuntimeError("the IOMMU core must exist (iommu_subsys_init) before virtio-iommu binds")
+        await self.regs.probe()
+        vdev = VirtioModernDevice(self.regs, kernel.machine.memory,
+                                  notify_off_multiplier=self.regs.notify_off_multiplier)
+        await vdev.reset()
+        self.features = features = await vdev.negotiate(VIOMMU_FEATURES | TRANSPORT_FEATURES)
+        if not features >> F_MAP_UNMAP & 1:
+            await vdev.fail()
+            raise ViommuProbeError(-ENODEV, "virtio-iommu: the device does not offer VIRTIO_IOMMU_F_MAP_UNMAP")
+        # viommu_init_vqs: "request" (no callback) and "event" (viommu_event_handler), INTx
+        sizes = []
+        for index in (REQUESTQ, EVENTQ):  # the rings are sized to the device's maximum, as setup_vq does
+            await self.regs.write("common", CommonCfg.QUEUE_SELECT, 2, index)
+            sizes.append(await self.regs.read("common", CommonCfg.QUEUE_SIZE, 2))
+        self.requestq = await vdev.setup_queue(REQUESTQ, sizes[0], *self._alloc_ring(sizes[0]))
+        self.requestq.disable_cb()
+        self.eventq = await vdev.setup_queue(EVENTQ, sizes[1], *self._alloc_ring(sizes[1]))
+        self.vdev = vdev
+        # configuration (virtio_cread_le / virtio_cread_le_feature)
+        self.pgsize_bitmap = await vdev.config_read(0, 8)
+        if not self.pgsize_bitmap:
+            await vdev.fail()  # del_vqs, then the virtio core marks the device FAILED
+            raise ViommuProbeError(-EINVAL, "virtio-iommu: page_size_mask is 0")
+        if self.info.gsi is not None:  # vp_request_intx (in find_vqs; registered once probe cannot fail)
+            kernel.machine.irq.register_intx(self.info.gsi, self._on_intx)
+        start, end = 0, U64
+        if features >> F_INPUT_RANGE & 1:
+            start, end = await vdev.config_read(8, 8), await vdev.config_read(16, 8)
+        if features >> F_DOMAIN_RANGE & 1:
+            self.first_domain, self.last_domain = await vdev.config_read(24, 4), await vdev.config_read(28, 4)
+        if features >> F_PROBE & 1:
+            self.probe_size = await vdev.config_read(32, 4)
+        self.aperture = (start, end)
+        self.map_flags = MAP_F_READ | MAP_F_WRITE | (MAP_F_MMIO if features >> F_MMIO & 1 else 0)
+        await vdev.driver_ok()
+        self._fill_evtq()
+        core.register(self)
+        kernel.dev_info(self.name, f"input address: {order_base_2(end) if end else 0} bits")
+        kernel.dev_info(self.name, f"page mask: {self.pgsize_bitmap:#x}")
+        self._trace("viommu_probe", features=features, pgsize_bitmap=self.pgsize_bitmap, aperture_end=end,
+                    probe_size=self.probe_size)
+
+    def _fill_evtq(self) -> None:
+        """``viommu_fill_evtq``: one array of ``num_free`` event buffers, each posted; no kick."""
+        q = self.eventq
+        assert q is not None
+        n = q.num_free
+        base = self.kernel.mm.kmalloc(n * EVENT_SIZE)
+        for i in range(n):
+            buf = base + i * EVENT_SIZE
+            self._event_bufs[q.add([], [(buf, EVENT_SIZE)])] = buf
+            q.publish()
+
+    # -- the request engine ---------------------------------------------------------------
+    async def _add_locked(self, cpu: int, request: bytes, writable_len: int, writeback: bool) -> _Request | int:
+        """``__viommu_add_req`` (request_lock held): the chain is in the ring, ``avail.idx`` published."""
+        q = self.requestq
+        if q is None:
+            raise RuntimeError("virtio-iommu request before probe")
+        kernel = self.kernel
+        await sleep(kernel.cost.guest_request_build_ps)
+        size = len(request) + writable_len
+        buf = kernel.mm.kmalloc(size)  # kzalloc(GFP_ATOMIC) + memcpy of the readable part
+        kernel.machine.memory.write(buf, bytes(request) + bytes(writable_len))
+        indirect = bool(self.features >> VIRTIO_RING_F_INDIRECT_DESC & 1)
+        req = _Request(request[0], buf, size, len(request), writeback, None)
+        out, in_ = [(buf, len(request))], [(buf + len(request), writable_len)]
+        head = None
+        for attempt in range(2):
+            table = kernel.mm.kmalloc(INDIRECT_TABLE_SIZE) if indirect and q.num_free else None
+            try:
+                head = q.add(out, in_, indirect_table=table)
+                req.table = table
+                break
+            except VirtqueueFull:
+                if table is not None:
+                    kernel.mm.kfree(table, INDIRECT_TABLE_SIZE)
+                if attempt == 0:
+                    await self._sync_locked(cpu)  # "If the queue is full, sync and retry"
+        if head is None:
+            kernel.mm.kfree(buf, size)
+            self._trace("viommu_add_req_failed", cpu=cpu, type=_type_name(req.type), errno=-ENOSPC)
+            return -ENOSPC
+        q.publish()
+        self._requests[head] = req
+        self.requests_sent += 1
+        if kernel.sim.tracing:
+            self._trace("viommu_add_req", cpu=cpu, type=_type_name(req.type), head=head,
+                        outstanding=len(self._requests))
+        return req
+
+    def _complete(self, req: _Request, used_len: int) -> None:
+        """One used entry of ``__viommu_sync_req``: IOERR when nothing was written, writeback on a
+        full-length completion, free the request."""
+        kernel = self.kernel
+        mem = kernel.machine.memory
+        write_len = req.size - req.write_offset
+        tail = mem.read(req.buf + req.size - TAIL_SIZE, TAIL_SIZE)
+        req.status = int(Status.IOERR) if used_len == 0 else tail[0]  # viommu_set_req_status(..., IOERR)
+        req.used_len = used_len
+        if req.writeback and used_len == write_len:
+            req.reply = mem.read(req.buf + req.write_offset, write_len)
+        kernel.mm.kfree(req.buf, req.size)
+        if req.table is not None:
+            kernel.mm.kfree(req.table, INDIRECT_TABLE_SIZE)
+
+    async def _sync_locked(self, cpu: int) -> int:
+        """``__viommu_sync_req`` (request_lock held): kick, then spin until every request completed."""
+        q = self.requestq
+        vdev = self.vdev
+        assert q is not None and vdev is not None
+        sim = self.kernel.sim
+        kick = q.kick_needed()
+        if sim.tracing:
+            self._trace("viommu_sync_req", cpu=cpu, kick=kick, outstanding=len(self._requests))
+        if kick:
+            self.kicks += 1
+            await vdev.notify(REQUESTQ)
+        start = sim.now
+        delay = SYNC_POLL_PS
+        while self._requests:
+            used = None
+            if q.broken is None:
+                try:
+                    used = q.get_used()
+                except VirtqueueError as e:  # BAD_RING: the queue is broken, get_buf returns NULL from now on
+                    self.kernel.printk.dev_err(sim.now, *self.name, f"virtqueue_get_buf_ctx_split:{e.reason}")
+            if used is None:
+                if sim.now - start >= SOFT_LOCKUP_PS:
+                    self._give_up(cpu, sim.now - start)
+                    break
+                await sleep(delay)
+                delay = min(2 * delay, SYNC_POLL_MAX_PS)
+                continue
+            head, used_len = used
+            req = self._requests.pop(head, None) or self._abandoned.pop(head, None)
+            if req is None:
+                continue  # not ours (cannot happen: DriverQueue only returns chain heads)
+            self._complete(req, used_len)
+            if sim.tracing:
+                self._trace("viommu_req_done", cpu=cpu, type=_type_name(req.type), head=head, used_len=used_len,
+                            status=req.status)
+        return 0
+
+    def _give_up(self, cpu: int, waited_ps: int) -> None:
+        """The simulator's bound on the spin: log the soft-lockup line, abandon what is outstanding."""
+        sim = self.kernel.sim
+        task = sim.current_task()
+        self.kernel.log(f"watchdog: BUG: soft lockup - CPU#{cpu} stuck for {waited_ps // seconds(1)}s! "
+                        f"[{task.name if task is not None else 'swapper'}]")
+        for head, req in self._requests.items():
+            self._abandoned[head] = req
+        self._trace("viommu_sync_req_abandoned", cpu=cpu, heads=sorted(self._requests))
+        self._requests.clear()
+
+    async def add_req(self, cpu: int, request: bytes, writable_len: int = TAIL_SIZE) -> int:
+        """``viommu_add_req``: queue a request (no kick, status never read); 0 or -errno."""
+        async with self._lock:
+            req = await self._add_locked(cpu, request, writable_len, writeback=False)
+        return req if isinstance(req, int) else 0
+
+    async def sync_req(self, cpu: int) -> int:
+        """``viommu_sync_req``: kick and wait for everything outstanding."""
+        async with self._lock:
+            return await self._sync_locked(cpu)
+
+    async def send_req_sync(self, cpu: int, request: bytes, writable_len: int = TAIL_SIZE) -> tuple[int, bytes]:
+        """``viommu_send_req_sync``: (errno of the tail the caller reads back, the writable part)."""
+        async with self._lock:
+            req = await self._add_locked(cpu, request, writable_len, writeback=True)
+            if isinstance(req, int):
+                return req, bytes(writable_len)
+            await self._sync_locked(cpu)
+        errno = -EIO if req.status is None else req_errno(req.reply[-TAIL_SIZE])
+        if self.kernel.sim.tracing:
+            self._trace("viommu_send_req_sync", cpu=cpu, type=_type_name(req.type), status=req.status,
+                        errno=errno)
+        return errno, req.reply
+
+    # -- endpoints ------------------------------------------------------------------------
+    async def probe_device(self, cpu: int, dev: GuestDevice) -> ViommuEndpoint | int:
+        """``viommu_probe_device``: the endpoint (VIOT: id = BDF) and, if ``probe_size``, its PROBE."""
+        endpoint = ViommuEndpoint(dev, (dev.bdf,))
+        if self.probe_size:
+            ret = await self.probe_endpoint(cpu, endpoint)
+            if ret:
+                return ret
+        return endpoint
+
+    async def probe_endpoint(self, cpu: int, endpoint: ViommuEndpoint) -> int:
+        """``viommu_probe_endpoint``: one PROBE for the first id; RESV_MEM properties become
+        ``endpoint.resv_regions``.  0 or the errno of the request or of the last property."""
+        errno, reply = await self.send_req_sync(cpu, ProbeReq(endpoint.ids[0]).pack(), self.probe_size + TAIL_SIZE)
+        if errno:
+            return errno
+        ret = 0
+        cur = 0
+        while cur + ProbeProperty.SIZE <= self.probe_size:
+            prop = ProbeProperty.unpack(reply, cur)
+            ptype = prop.type & PROBE_T_MASK
+            if ptype == PROBE_T_NONE:
+                break
+            length = prop.length + ProbeProperty.SIZE
+            if ptype == PROBE_T_RESV_MEM:
+                ret = self._add_resv_mem(endpoint, reply, cur, length)
+            else:
+                self._dev_err(endpoint.dev, f"unknown viommu prop {ptype:#x}")
+            if ret:
+                self._dev_err(endpoint.dev, f"failed to parse viommu prop {ptype:#x}")
+            cur += length
+        return ret
+
+    def _add_resv_mem(self, endpoint: ViommuEndpoint, reply: bytes, offset: int, length: int) -> int:
+        """``viommu_add_resv_mem``: one RESV_MEM property into the sorted region list."""
+        if offset + ProbeResvMem.SIZE > len(reply):
+            return -EINVAL
+        mem = ProbeResvMem.unpack(reply, offset)
+        size = (mem.end - mem.start + 1) & U64
+        if size < ((mem.end - mem.start) & U64):  # end - start + 1 wrapped to 0
+            return -EOVERFLOW
+        if length < ProbeResvMem.SIZE:
+            return -EINVAL
+        if mem.subtype == RESV_MEM_T_MSI:
+            region = ResvRegion(mem.start, size, IOMMU_RESV_MSI)
+        else:
+            if mem.subtype != RESV_MEM_T_RESERVED:
+                self.kernel.printk.dev_warn(self.kernel.sim.now, endpoint.dev.prefix_driver, endpoint.dev.name,
+                                            f"unknown resv mem subtype {mem.subtype:#x}")
+            region = ResvRegion(mem.start, size, IOMMU_RESV_RESERVED)
+        pos = next((i for i, r in enumerate(endpoint.resv_regions) if r.start > region.start),
+                   len(endpoint.resv_regions))
+        endpoint.resv_regions.insert(pos, region)
+        return 0
+
+    def get_resv_regions(self, endpoint: ViommuEndpoint) -> list[ResvRegion]:
+        """``viommu_get_resv_regions``: the PROBE regions, plus a software MSI window if none is MSI."""
+        regions = list(endpoint.resv_regions)
+        if not any(r.type == IOMMU_RESV_MSI for r in regions):
+            regions.append(ResvRegion(MSI_IOVA_BASE, MSI_IOVA_LENGTH, IOMMU_RESV_SW_MSI))
+        return regions
+
+    def release_device(self, endpoint: ViommuEndpoint) -> None:
+        """``viommu_release_device`` of an endpoint that never got attached: nothing to detach."""
+        if endpoint.domain is not None:
+            raise RuntimeError(f"release of attached endpoint {endpoint!r}: DETACH is not modelled")
+
+    # -- domains --------------------------------------------------------------------------
+    def domain_alloc(self) -> ViommuDomain:
+        """``viommu_domain_alloc(IOMMU_DOMAIN_DMA)``: the structure only; no id, no request."""
+        domain = ViommuDomain()
+        domain.pgsize_bitmap = self.pgsize_bitmap  # __iommu_domain_alloc: ops->pgsize_bitmap
+        return domain
+
+    def domain_free(self, domain: ViommuDomain) -> None:
+        """``viommu_domain_free``: drop the tree, release the id."""
+        domain.mappings.clear()
+        if domain.id is not None:
+            self._domain_ids.discard(domain.id)
+
+    def _finalise(self, domain: ViommuDomain, endpoint: ViommuEndpoint) -> int:
+        """``viommu_domain_finalise``: granule check, lowest free id in [first_domain, last_domain]."""
+        granule = self.pgsize_bitmap & -self.pgsize_bitmap
+        if granule > PAGE_SIZE:
+            self._dev_err(endpoint.dev, f"granule {granule:#x} larger than system page size {PAGE_SIZE:#x}")
+            return -ENODEV
+        domain_id = self.first_domain
+        while domain_id in self._domain_ids:
+            domain_id += 1
+        if domain_id > self.last_domain:
+            return -ENOSPC
+        self._domain_ids.add(domain_id)
+        domain.id = domain_id
+        domain.viommu = self
+        domain.pgsize_bitmap = self.pgsize_bitmap
+        domain.aperture = self.aperture
+        domain.map_flags = self.map_flags
+        return 0
+
+    async def attach(self, cpu: int, domain: ViommuDomain, endpoint: ViommuEndpoint) -> int:
+        """``viommu_attach_dev``: finalise a new domain, ATTACH each id, replay into an empty domain."""
+        if domain.viommu is None:
+            ret = self._finalise(domain, endpoint)
+            if ret:
+                return ret
+        elif domain.viommu is not self:
+            return -EINVAL
+        if endpoint.domain is not None:
+            endpoint.domain.nr_endpoints -= 1
+        assert domain.id is not None
+        for ep_id in endpoint.ids:
+            ret, _ = await self.send_req_sync(cpu, AttachReq(domain.id, ep_id).pack())
+            if ret:
+                return ret
+        if not domain.nr_endpoints:
+            ret = await self._replay_mappings(cpu, domain)
+            if ret:
+                return ret
+        domain.nr_endpoints += 1
+        endpoint.domain = domain
+        self._trace("viommu_attach_dev", cpu=cpu, domain=domain.id, endpoints=list(endpoint.ids))
+        return 0
+
+    async def _replay_mappings(self, cpu: int, domain: ViommuDomain) -> int:
+        """``viommu_replay_mappings``: every tree entry as a synchronous MAP, in IOVA order."""
+        assert domain.id is not None
+        for start, (end, paddr, flags) in list(domain.mappings.items()):
+            ret, _ = await self.send_req_sync(cpu, MapReq(domain.id, start, end, paddr, flags).pack())
+            if ret:
+                return ret
+        return 0
+
+    # -- map / unmap ----------------------------------------------------------------------
+    async def map_pages(self, cpu: int, domain: ViommuDomain, iova: int, paddr: int, pgsize: int, pgcount: int,
+                        prot: int) -> int:
+        """``viommu_map_pages``: tree entry, then a MAP (6.7: sent synchronously, its status
+        returned; 6.8+: queued, status never read).  0 or -errno."""
+        size = pgsize * pgcount
+        end = iova + size - 1
+        flags = ((MAP_F_READ if prot & IOMMU_READ else 0) | (MAP_F_WRITE if prot & IOMMU_WRITE else 0)
+                 | (MAP_F_MMIO if prot & IOMMU_MMIO else 0))
+        if flags & ~domain.map_flags:
+            return -EINVAL
+        domain.mappings[iova] = (end, paddr, flags)
+        if self.kernel.sim.tracing:
+            self._trace("viommu_map_pages", cpu=cpu, domain=domain.id, iova=iova, paddr=paddr, size=size,
+                        flags=flags)
+        if domain.nr_endpoints:
+            assert domain.id is not None
+            req = MapReq(domain.id, iova, end, paddr, flags).pack()
+            if self.version_67:
+                ret, _ = await self.send_req_sync(cpu, req)
+            else:
+                ret = await self.add_req(cpu, req)
+            if ret:
+                domain.del_mappings(iova, end)
+                return ret
+        return 0
+
+    async def unmap_pages(self, cpu: int, domain: ViommuDomain, iova: int, pgsize: int, pgcount: int) -> int:
+        """``viommu_unmap_pages``: drop whole mappings from the tree and queue one UNMAP (no kick,
+        status ignored); bytes unmapped, 0 when the range would split a mapping."""
+        size = pgsize * pgcount
+        unmapped = domain.del_mappings(iova, iova + size - 1)
+        if self.kernel.sim.tracing:
+            self._trace("viommu_unmap_pages", cpu=cpu, domain=domain.id, iova=iova, size=size, unmapped=unmapped)
+        if unmapped < size:
+            return 0
+        if not domain.nr_endpoints:
+            return unmapped
+        assert domain.id is not None
+        ret = await self.add_req(cpu, UnmapReq(domain.id, iova, iova + unmapped - 1).pack())
+        return 0 if ret else unmapped
+
+    async def iotlb_sync(self, cpu: int, domain: ViommuDomain) -> None:
+        """``viommu_iotlb_sync``: kick and drain everything queued."""
+        await self.sync_req(cpu)
+
+    async def iotlb_sync_map(self, cpu: int, domain: ViommuDomain, iova: int, size: int) -> int:
+        """``viommu_iotlb_sync_map`` (6.8+): sync once the domain has endpoints."""
+        if not self.has_iotlb_sync_map:
+            raise RuntimeError(f"Linux {self.kernel.config.guest_kernel} virtio-iommu has no iotlb_sync_map")
+        if not domain.nr_endpoints:
+            return 0
+        return await self.sync_req(cpu)
+
+    async def flush_iotlb_all(self, cpu: int, domain: ViommuDomain) -> None:
+        """``viommu_flush_iotlb_all`` (6.8+): sync once the domain has endpoints."""
+        if not self.has_flush_iotlb_all:
+            raise RuntimeError(f"Linux {self.kernel.config.guest_kernel} virtio-iommu has no flush_iotlb_all")
+        if domain.nr_endpoints:
+            await self.sync_req(cpu)
+
+    # -- the event queue --------------------------------------------------------------------
+    def _on_intx(self) -> None:
+        """The INTx line rose (``vp_interrupt`` runs on CPU 0, the default IRQ affinity)."""
+        self.kernel.sim.spawn(self._vp_interrupt(), name="virtio_iommu.vp_interrupt")
+
+    async def _vp_interrupt(self) -> None:
+        """``vp_interrupt``: read (and clear) the ISR, config change, then ``vring_interrupt``s."""
+        vdev = self.vdev
+        assert vdev is not None
+        isr = await vdev.read_isr()
+        if isr & 2:
+            self.kernel.printk.dev_warn(self.kernel.sim.now, *self.name, "config changed")
+        if isr & 1:
+            await self._event_handler()
+        if self.info.gsi is not None:
+            self.kernel.machine.irq.eoi(self.info.gsi)
+
+    async def _event_handler(self) -> None:
+        """``viommu_event_handler``: log each fault, re-post its buffer, kick the event queue."""
+        q = self.eventq
+        vdev = self.vdev
+        assert q is not None and vdev is not None
+        mem = self.kernel.machine.memory
+        while q.broken is None:
+            try:
+                used = q.get_used()
+            except VirtqueueError as e:
+                self.kernel.printk.dev_err(self.kernel.sim.now, *self.name, f"virtqueue_get_buf_ctx_split:{e.reason}")
+                break
+            if used is None:
+                break
+            head, length = used
+            buf = self._event_bufs.pop(head)
+            if length > EVENT_SIZE:
+                self.kernel.printk.dev_err(self.kernel.sim.now, *self.name,
+                                           f"invalid event buffer (len {length} != {EVENT_SIZE})")
+            else:
+                data = mem.read(buf, EVENT_SIZE)
+                if not struct.unpack_from("<I", data)[0] & FAULT_RESV_MASK:
+                    self._fault_handler(FaultEvent.unpack(data))
+            self._event_bufs[q.add([], [(buf, EVENT_SIZE)])] = buf
+            q.publish()
+        if q.kick_needed():
+            await vdev.notify(EVENTQ)
+
+    def _fault_handler(self, fault: FaultEvent) -> None:
+        """``viommu_fault_handler``: a rate-limited dev_err."""
+        reason = {FAULT_R_DOMAIN: "domain", FAULT_R_MAPPING: "page"}.get(fault.reason, "unknown")
+        if fault.flags & FAULT_F_ADDRESS:
+            rwx = "".join(c for bit, c in ((FAULT_F_READ, "R"), (FAULT_F_WRITE, "W"), (FAULT_F_EXEC, "X"))
+                          if fault.flags & bit)
+            text = f"{reason} fault from EP {fault.endpoint} at {fault.address:#x} [{rwx}]"
+        else:
+            text = f"{reason} fault from EP {fault.endpoint}"
+        self._trace("viommu_fault", reason=fault.reason, flags=fault.flags, endpoint=fault.endpoint,
+                    address=fault.address)
+        now = self.kernel.sim.now
+        allow, suppressed = self._fault_ratelimit.allow(now)
+        if suppressed:
+            self.kernel.printk.log(now, f"viommu_fault_handler: {suppressed} callbacks suppressed", 4)
+        if allow:
+            self.kernel.printk.dev_err(now, *self.name, text)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _dev_err(self, dev: GuestDevice, text: str) -> None:
+        self.kernel.printk.dev_err(self.kernel.sim.now, dev.prefix_driver, dev.name, text)
+
+    def _trace(self, event: str, **fields: Any) -> None:
+        if self.kernel.sim.tracing:
+            self.kernel.sim.trace(TRACE_SOURCE, event, **fields)
