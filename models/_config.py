@@ -80,6 +80,8 @@ class MachineConfig:
     flavor: str = attrs.field(default="qemu", validator=_choice("--flavor", ("qemu", "spec")))
     iommu_policy: str = attrs.field(default="lazy", validator=_choice("--iommu-policy", ("lazy", "strict")))
     guest_kernel: str = attrs.field(default="6.7", validator=_choice("--guest-kernel", ("6.7", "6.12")))
+    #: guest kernel command line ``initcall_blacklist=``: built-in driver initcalls that do not run
+    initcall_blacklist: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: page sizes the host IOMMU behind VFIO supports (bitmap, as VFIO reports it)
     host_iommu_pgsizes: int = HOST_IOMMU_PGSIZES_DEFAULT
     #: every timing parameter (see models/_cost.py)

@@ -21,6 +21,8 @@ def add_guest_flags(parser: argparse.ArgumentParser) -> None:
                    help="DMA domain TLB invalidation policy (kernel command line iommu.strict; default lazy)")
     g.add_argument("--guest-kernel", default="6.7", metavar="6.7|6.12",
                    help="guest kernel behaviour: 6.7 (the seed) or 6.12 (the reference boot; any kernel from 6.8)")
+    g.add_argument("--initcall-blacklist", default="", metavar="NAME[,NAME]",
+                   help="kernel command line initcall_blacklist=, e.g. agp_intel_init")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    config = machine_config(args)
+    blacklist = tuple(n for n in args.initcall_blacklist.split(",") if n)
+    config = machine_config(args, initcall_blacklist=blacklist)
     trace = TraceOutput(args)
     sim = Simulator(seed=config.seed, sinks=trace.sinks)
     machine = build_machine(config, sim)

@@ -66,6 +66,16 @@ LATE_INITCALL_GAP_PS = ms(17)
 
 ProbeFn = Callable[[GuestKernel, GuestDevice, int], Awaitable[int]]
 
+#: the initcall that registers each built-in driver (for ``initcall_blacklist=``)
+INITCALLS = {
+    "agpgart-intel": "agp_intel_init",
+    "virtio_iommu": "virtio_iommu_drv_init",
+    "nvme": "nvme_init",
+    "ahci": "ahci_pci_driver_init",
+    "e1000e": "e1000_init_module",
+    "i801_smbus": "i2c_i801_init",
+}
+
 
 def _match(info: PciDeviceInfo) -> str | None:
     """The built-in driver that binds this function (pci_match_device over the id tables)."""
@@ -114,7 +124,7 @@ class Boot:
         # device_initcall, in drivers/Makefile link order
         virtio_devs = by_driver.get("virtio-pci", [])
         await self._register("agpgart-intel", by_driver, agp_intel_probe)
-        if virtio_devs:
+        if virtio_devs and not self._blacklisted("virtio_iommu"):
             await self._bind_virtio_iommu(virtio_devs[0])
         await self._register("nvme", by_driver, self._nvme_probe, asynchronous=True)
         await self._register("ahci", by_driver, ahci_probe)
@@ -130,8 +140,13 @@ class Boot:
         for task in self.async_probes:  # wait_for_device_probe()
             await task
 
+    def _blacklisted(self, driver: str) -> bool:
+        return INITCALLS[driver] in self.kernel.config.initcall_blacklist
+
     async def _register(self, name: str, by_driver: dict[str, list[GuestDevice]], probe: ProbeFn, *,
                         asynchronous: bool = False) -> None:
+        if self._blacklisted(name):
+            return
         await sleep(DRIVER_REGISTER_PS)
         for dev in by_driver.get(name, []):
             if asynchronous:
