@@ -28,3 +28,16 @@ def test_replay_perfetto_trace_has_request_slices_and_kick_flows(tmp_path, capsy
     names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
     assert {"virtio-iommu", "virtio-iommu-pci", "pci"} <= names
     assert all(e["ts"] >= 0 for e in events if "ts" in e)
+
+
+def test_boot_perfetto_trace_has_one_track_per_vcpu_and_device(tmp_path, capsys):
+    """Guest work lands on vCPU tracks of the guest process; devices get their own processes."""
+    out = tmp_path / "boot.json"
+    assert main(["boot", "--trace", str(out), "--trace-format", "perfetto"]) == 0
+    capsys.readouterr()
+    events = json.loads(out.read_text())["traceEvents"]
+    procs = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    threads = {(procs[e["pid"]], e["args"]["name"]) for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {("guest", "vCPU 0"), ("guest", "vCPU 1")} <= threads
+    assert {"virtio-iommu", "virtio-iommu-pci", "nvme", "vfio"} <= set(procs.values())
+    assert [e["name"] for e in events if e["ph"] == "X"][:2] == ["PROBE", "ATTACH"]

@@ -2,10 +2,10 @@
 
 Mapping (perfetto docs, "other formats"; timestamps in microseconds, floats allowed):
 
-* one process per component (the guest's vCPUs, the virtio-iommu, its
-  virtio-pci transport, the NVMe, the host, ...), one thread (track) per
-  record source; a guest record that carries a ``cpu`` field goes on the track
-  of that vCPU ("vCPU n");
+* one process per component (the guest, the virtio-iommu, its virtio-pci
+  transport, the NVMe, the host, ...), one thread (track) per record source;
+  a record that carries a ``cpu`` field is guest work and goes on the track of
+  that vCPU ("vCPU n") in the guest process;
 * every record is an instant event (``ph: "i"``) with its fields as ``args``;
 * each virtqueue request is a complete slice (``ph: "X"``) on the transport's
   track, from ``virtqueue_pop`` to the ``virtqueue_fill`` of the same head,
@@ -63,7 +63,7 @@ def chrome_trace(records: Iterable[TraceRecord]) -> dict[str, Any]:
     last_request_type = "request"  # the type the device handled since the last pop
     for rec in records:
         fields = rec.fields
-        if "cpu" in fields and _component(rec.source) == "guest":
+        if "cpu" in fields:  # guest work done on a vCPU
             pid, tid = ids.track("guest", f"vCPU {fields['cpu']}")
         else:
             pid, tid = ids.track(_component(rec.source), rec.source)

@@ -423,7 +423,7 @@ class NvmeDriver:
 
     def _trace(self, event: str, **fields: Any) -> None:
         if self.sim.tracing:
-            self.sim.trace(self.name, event, **fields)
+            self.sim.trace(f"guest/{self.name}", event, **fields)
 
     # -- register and config access ---------------------------------------------------------------------
     async def _readl(self, off: int) -> int:
