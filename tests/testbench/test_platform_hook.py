@@ -31,15 +31,18 @@ def no_factory(monkeypatch):
     monkeypatch.setattr(_platform_hook, "_factory", None)
 
 
-def test_platform_without_a_factory_fails_the_test_with_the_two_ways_to_provide_one(pytester):
-    """No registered factory and no ini option: the test fails with one clear line, no traceback."""
-    pytester.makepyfile(test_p=USES_PLATFORM)
-    result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*the `platform` fixture has no machine factory: call testbench.register_platform_factory(fn) "
-        "(e.g. in conftest.py) or set `viommu_platform_factory = \"module:function\"` in the pytest ini options*"
-    ])
+def test_platform_without_a_factory_boots_viommu_sims_own_machine(pytester):
+    """No registered factory and no ini option: platform() builds the MachineConfig asked for and boots it."""
+    pytester.makepyfile(test_p="""
+import testbench
+
+@testbench.test
+async def test_boot(platform):
+    p = await platform(smp=2, nvme="emulated")
+    assert p.config.smp == 2 and p.machine.nvme is not None
+    assert "nvme nvme0: 2/0/0 default/read/poll queues" in p.dmesg("nvme")
+""")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
 def test_platform_calls_the_registered_factory_with_the_config_and_the_test_sim(pytester):

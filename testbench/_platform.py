@@ -1,0 +1,46 @@
+"""The default ``platform`` factory: build the machine a test asks for and boot the guest on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from sim import Simulator
+
+
+@attrs.define(eq=False)
+class Platform:
+    """A booted machine, as a test sees it."""
+
+    sim: Simulator
+    config: Any  # models.MachineConfig
+    machine: Any  # models._machine.Machine: memory, bus, irq, viommu (device), nvme (controller), host
+    kernel: Any  # models.guest._kernel.GuestKernel: printk, devices, iommu, mm
+
+    @property
+    def viommu_driver(self) -> Any:
+        """The guest's virtio-iommu driver (None without a vIOMMU)."""
+        return self.kernel.boot.viommu
+
+    @property
+    def nvme_driver(self) -> Any:
+        """The guest's NVMe driver (None without an NVMe)."""
+        return self.kernel.boot.nvme
+
+    def dmesg(self, pattern: str | None = None) -> str:
+        return str(self.kernel.printk.dmesg(pattern))
+
+
+async def boot_platform(options: dict[str, Any], sim: Simulator) -> Platform:
+    """``MachineConfig(**options, seed=<test seed>)``, built on ``sim`` and booted; returns the Platform."""
+    from models import MachineConfig
+    from models._machine import build_machine
+    from models.guest._boot import boot
+
+    options = dict(options)
+    options.setdefault("seed", sim.seed % (1 << 64))
+    config = MachineConfig(**options)
+    machine = build_machine(config, sim)
+    kernel = await boot(machine)
+    return Platform(sim, config, machine, kernel)
