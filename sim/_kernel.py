@@ -458,6 +458,9 @@ class Simulator:
                 start = steps
                 for item in slot:
                     steps += 1
+                    # The resume-and-classify code below appears twice on purpose: once for a bare
+                    # Task (a sleep/Timer wake-up, the hot path) and once for a (target, token,
+                    # value) item; a shared helper would cost a call per event.
                     if item.__class__ is task_cls:
                         target = item
                         self._current = target
