@@ -17,16 +17,21 @@ it has on a real machine:
 * ``DirectDmaPort`` — no vIOMMU: bus address = guest-physical address.
 
 All ports refuse DMA while the function's bus-master bit is off (PCI command
-register bit 2) and raise ``DmaFault``.
+register bit 2) and raise ``DmaFault``.  A port behind an IOMMU traces every access
+(source "dma", event "dma_access": initiator, bdf, iova, size, access, and the
+first piece's ``paddr`` or the ``fault`` reason) when its simulator is tracing.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
 from ._memory import GuestMemory, MemoryAccessError
+
+if TYPE_CHECKING:
+    from sim import Simulator
 
 DMA_READ = 1
 DMA_WRITE = 2
@@ -65,6 +70,23 @@ class _Port:
         self.reads = 0
         self.writes = 0
         self.bytes = 0
+        self.sim: Simulator | None = None  # set by the IOMMU ports: their accesses are traced
+        self.bdf: int | None = None
+
+    def _trace(self, iova: int, size: int, access: int, paddr: int | None, fault: str | None) -> None:
+        if self.sim is not None and self.sim.tracing:
+            where = {"fault": fault} if fault is not None else {"paddr": paddr}
+            self.sim.trace("dma", "dma_access", initiator=self.initiator, bdf=self.bdf, iova=iova, size=size,
+                           access="read" if access == DMA_READ else "write", **where)
+
+    def _checked_pieces(self, iova: int, size: int, access: int) -> list[tuple[int, int]]:
+        try:
+            pieces = self._pieces(iova, size, access)
+        except DmaFault as exc:
+            self._trace(iova, size, access, None, exc.reason)
+            raise
+        self._trace(iova, size, access, pieces[0][0] if pieces else None, None)
+        return pieces
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:
         """(guest-physical address, bytes valid from it) or raise DmaFault."""
@@ -84,7 +106,7 @@ class _Port:
 
     def dma_read(self, iova: int, size: int) -> bytes:
         data = bytearray()
-        for paddr, n in self._pieces(iova, size, DMA_READ):
+        for paddr, n in self._checked_pieces(iova, size, DMA_READ):
             try:
                 data += self.memory.dma_read(paddr, n, self.initiator)
             except MemoryAccessError as exc:
@@ -94,7 +116,7 @@ class _Port:
         return bytes(data)
 
     def dma_write(self, iova: int, data: bytes) -> None:
-        pieces = self._pieces(iova, len(data), DMA_WRITE)
+        pieces = self._checked_pieces(iova, len(data), DMA_WRITE)
         pos = 0
         for paddr, n in pieces:
             try:
@@ -121,6 +143,8 @@ class ViommuDmaPort(_Port):
         super().__init__(memory, initiator, bus_master)
         self.viommu = viommu
         self.endpoint = endpoint
+        self.sim = viommu.sim
+        self.bdf = endpoint
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:
         t = self.viommu.translate(self.endpoint, iova, access)
@@ -140,6 +164,7 @@ class HostIommuDmaPort(_Port):
         self.host = host
         self.bdf = bdf
         self.now = now
+        self.sim = host.sim
         self.faults: list[HostIommuFault] = []
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:

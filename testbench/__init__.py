@@ -48,13 +48,16 @@ from sim import (
 
 from ._coverage import Coverage as Coverage
 from ._decorators import parametrize as parametrize, test as test
+from ._platform import Platform as Platform
 from ._platform_hook import PlatformFactory as PlatformFactory, register_platform_factory as register_platform_factory
+from ._safety import DmaSafetyScoreboard as DmaSafetyScoreboard, OrderingScoreboard as OrderingScoreboard
 from ._scoreboard import Monitor as Monitor, Scoreboard as Scoreboard, ScoreboardError as ScoreboardError
 from ._seed import current_seed as current_seed
 
 __all__ = sorted(
     [
-        "Cancelled", "Combine", "Coverage", "Event", "First", "Lock", "Monitor", "PlatformFactory", "Queue",
+        "Cancelled", "Combine", "Coverage", "DmaSafetyScoreboard", "Event", "First", "Lock", "Monitor",
+        "OrderingScoreboard", "Platform", "PlatformFactory", "Queue",
         "QueueEmpty", "QueueFull", "Scoreboard", "ScoreboardError", "Signal", "SimDeadlockError",
         "SimTimeoutError", "Simulator", "Task", "Timer", "TraceRecord", "current_seed", "format_time", "ms", "ns",
         "parametrize", "ps", "register_platform_factory", "seconds", "sleep", "spawn", "test", "us",

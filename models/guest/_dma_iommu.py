@@ -106,6 +106,10 @@ class DmaCookie:
         self.domain = domain
         self.iova = DmaIovaCookie(kernel.ncpus)
         self.invalidation: StrictInvalidation | FlushQueue | None = None
+        #: fault injection (a deliberately broken guest, for the testbench): free each unmapped IOVA as soon
+        #: as its UNMAP is queued, so it can be reused before the UNMAP completes; lazy domains then skip the
+        #: flush queue and the UNMAP waits in the request queue for the next kick
+        self.reuse_before_unmap_completes = False
         self._ring_locks: list[Lock] = []
         self._depot_scheduled: set[int] = set()
 
@@ -162,7 +166,7 @@ class DmaCookie:
         sim.call_at(sim.now + ms(IOVA_DEPOT_DELAY_MS), work)
 
     # -- unmap ordering ---------------------------------------------------------------------
-    async def _perform(self, cpu: int, actions: list[Action]) -> None:
+    async def _perform(self, cpu: int, actions: list[Action], free: bool = True) -> None:
         """Carry out the policy's actions in order; an invalidation returns the rest of them."""
         core = self.kernel.iommu
         inv = self.invalidation
@@ -170,7 +174,8 @@ class DmaCookie:
         while actions:
             action = actions.pop(0)
             if isinstance(action, FreeIova):
-                self.free_iova_fast(action.cpu, action.pfn, action.pages)
+                if free:
+                    self.free_iova_fast(action.cpu, action.pfn, action.pages)
             elif isinstance(action, IotlbSync):
                 await core.iotlb_sync(cpu, self.domain)
                 actions = inv.flush_done(action.token, self.kernel.sim.now) + actions
@@ -192,6 +197,11 @@ class DmaCookie:
         assert inv is not None
         shift = self.iova.iovad.shift
         pfn, pages = iova >> shift, size >> shift
+        if self.reuse_before_unmap_completes:
+            self.free_iova_fast(cpu, pfn, pages)
+            if not isinstance(inv, FlushQueue):
+                await self._perform(cpu, inv.unmap(cpu, pfn, pages, self.kernel.sim.now), free=False)
+            return
         if isinstance(inv, FlushQueue):
             ring = 0 if inv.options.single_queue else cpu
             async with self._ring_locks[ring]:  # fq->lock, held across an inline flush of a full ring
