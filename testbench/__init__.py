@@ -48,7 +48,18 @@ from sim import (
 
 from ._coverage import Coverage as Coverage
 from ._decorators import parametrize as parametrize, test as test
-from ._platform import Platform as Platform
+from ._faults import (
+    DmaAttempt as DmaAttempt,
+    HostMapFailures as HostMapFailures,
+    ResetOutcome as ResetOutcome,
+    UsedIrqFault as UsedIrqFault,
+    attempt_dma as attempt_dma,
+    enable_bus_master as enable_bus_master,
+    endpoint_dma_port as endpoint_dma_port,
+    fail_host_maps as fail_host_maps,
+    reset_device as reset_device,
+)
+from ._platform import Platform as Platform, sample_request_coverage as sample_request_coverage
 from ._platform_hook import PlatformFactory as PlatformFactory, register_platform_factory as register_platform_factory
 from ._safety import DmaSafetyScoreboard as DmaSafetyScoreboard, OrderingScoreboard as OrderingScoreboard
 from ._scoreboard import Monitor as Monitor, Scoreboard as Scoreboard, ScoreboardError as ScoreboardError
@@ -56,11 +67,13 @@ from ._seed import current_seed as current_seed
 
 __all__ = sorted(
     [
-        "Cancelled", "Combine", "Coverage", "DmaSafetyScoreboard", "Event", "First", "Lock", "Monitor",
+        "Cancelled", "Combine", "Coverage", "DmaAttempt", "DmaSafetyScoreboard", "Event", "First",
+        "HostMapFailures", "Lock", "Monitor", "ResetOutcome", "UsedIrqFault", "attempt_dma", "enable_bus_master",
+        "endpoint_dma_port", "fail_host_maps", "reset_device",
         "OrderingScoreboard", "Platform", "PlatformFactory", "Queue",
         "QueueEmpty", "QueueFull", "Scoreboard", "ScoreboardError", "Signal", "SimDeadlockError",
         "SimTimeoutError", "Simulator", "Task", "Timer", "TraceRecord", "current_seed", "format_time", "ms", "ns",
-        "parametrize", "ps", "register_platform_factory", "seconds", "sleep", "spawn", "test", "us",
+        "parametrize", "ps", "register_platform_factory", "sample_request_coverage", "seconds", "sleep", "spawn", "test", "us",
         "with_timeout",
     ]
 )

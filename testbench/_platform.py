@@ -44,3 +44,28 @@ async def boot_platform(options: dict[str, Any], sim: Simulator) -> Platform:
     machine = build_machine(config, sim)
     kernel = await boot(machine)
     return Platform(sim, config, machine, kernel)
+
+
+#: request types and statuses of virtio-iommu (spec 5.13.6), the bins of request coverage
+REQUEST_TYPES = ("ATTACH", "DETACH", "MAP", "UNMAP", "PROBE")
+STATUSES = ("OK", "IOERR", "UNSUPP", "DEVERR", "INVAL", "RANGE", "NOENT", "FAULT", "NOMEM")
+POLICIES = ("strict", "lazy")
+
+
+def sample_request_coverage(sim: Simulator, policy: str) -> Any:
+    """Sample every request the virtio-iommu answers into the session's request type x status x policy
+    coverage (reported at the end of the pytest session); call before ``await platform(...)``."""
+    from sim import CallbackSink
+
+    from ._coverage import Coverage
+
+    cov = Coverage("virtio-iommu requests", {"type": REQUEST_TYPES, "status": STATUSES, "policy": POLICIES})
+
+    def on_record(rec: Any) -> None:
+        if rec.event == "virtio_iommu_request_status":
+            t, st = rec.fields["type"], rec.fields["status"]
+            cov.sample(type=REQUEST_TYPES[t - 1] if 1 <= t <= 5 else f"type{t}",
+                       status=STATUSES[st] if 0 <= st < len(STATUSES) else f"status{st}", policy=policy)
+
+    sim.add_sink(CallbackSink(on_record))
+    return cov

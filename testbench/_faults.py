@@ -1,0 +1,251 @@
+"""Fault injection: the failures a virtio-iommu test wants to provoke, each with QEMU's/Linux's outcome.
+
+* ``UsedIrqFault`` drops or delays the used-buffer interrupts of chosen
+  virtqueues of a virtio-pci transport.  It sits on the transport's INTx path
+  (``notify_used`` -> ``on_irq``) after the device decided to interrupt
+  (QEMU ``virtio_notify`` -> ``virtio_split_should_notify``), so the ISR bit is
+  still set and the used ring still written, as with a lost or late interrupt on
+  real hardware.  A driver that polls its used ring (Linux's virtio-iommu driver
+  polls the request queue, ``__viommu_sync_req``) still sees every completion.
+* ``reset_device`` writes 0 to ``device_status`` while requests sit in the
+  available ring: QEMU's ``virtio_reset`` forgets the rings, so those requests
+  never complete, and a driver's wait for them must be bounded.
+* ``fail_host_maps`` turns on ``HostVfio.fail_map``: every ``VFIO_IOMMU_MAP_DMA``
+  fails; QEMU's ``vfio_iommu_map_notify`` only logs it (``error_report``), the
+  guest still gets OK for its MAP, and the device's DMA to that IOVA later
+  faults on the host IOMMU.
+* ``endpoint_dma_port`` / ``attempt_dma`` give any endpoint behind the vIOMMU a
+  DMA engine (QEMU's DMA through the endpoint's IOMMU region,
+  ``virtio_iommu_translate`` per access), so a test can aim one device's DMA at
+  another domain's IOVAs and see the fault.
+
+The helpers take the machine's model objects structurally and import the
+models only when called: the plugin's import stays free of the models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from sim import Simulator
+
+#: virtio-pci common configuration: device_status register offset (virtio spec 4.1.4.3)
+DEVICE_STATUS_OFFSET = 0x14
+U16 = 0xFFFF
+
+
+class UsedIrqFault:
+    """Drop or delay the used-buffer interrupts of ``queues`` on ``transport`` (a VirtioPciTransport).
+
+    ``mode`` is ``"drop"`` (the line is never raised for them) or ``"delay"``
+    (raised ``delay`` ps later).  ``limit`` bounds how many interrupts are
+    affected (None = all).  Interrupts of other queues and configuration
+    interrupts pass untouched.  Use as a context manager or call ``remove()``.
+    """
+
+    def __init__(self, sim: Simulator, transport: Any, *, mode: str = "drop", delay: int = 0,
+                 queues: Iterable[int] = (0,), limit: int | None = None) -> None:
+        if mode not in ("drop", "delay"):
+            raise ValueError(f"UsedIrqFault mode is 'drop' or 'delay', not {mode!r}")
+        if mode == "delay" and (type(delay) is not int or delay <= 0):
+            raise ValueError(f"UsedIrqFault(mode='delay') needs a positive int delay in ps, not {delay!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"UsedIrqFault limit must be >= 0 or None, not {limit!r}")
+        self.sim = sim
+        self.transport = transport
+        self.mode = mode
+        self.delay = delay
+        self.queues = frozenset(queues)
+        self.limit = limit
+        #: (time, queue) of every used-buffer interrupt the device raised for ``queues``
+        self.raised: list[tuple[int, int]] = []
+        #: (time, queue) of those that reached the INTx line, at once or late (dropped ones never do)
+        self.delivered: list[tuple[int, int]] = []
+        self.dropped = 0
+        self.delayed = 0
+        self._notify_used: Callable[[int], None] = transport.notify_used
+        self._shadowed = "notify_used" in vars(transport)  # another interceptor is installed already
+        self._on_irq: Callable[[bool], None] | None = transport.on_irq
+        self._in_notify: int | None = None
+        self._installed = True
+        transport.notify_used = self._intercept_notify
+        transport.on_irq = self._intercept_irq
+
+    def __enter__(self) -> UsedIrqFault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Put the transport's own interrupt path back (delayed interrupts still arrive)."""
+        if self._installed:
+            self._installed = False
+            if self._shadowed:
+                self.transport.notify_used = self._notify_used
+            else:
+                del self.transport.notify_used  # our instance attribute shadowed the method
+            self.transport.on_irq = self._on_irq
+
+    def _intercept_notify(self, index: int) -> None:
+        if index not in self.queues:
+            self._notify_used(index)
+            return
+        self._in_notify = index
+        try:
+            self._notify_used(index)
+        finally:
+            self._in_notify = None
+
+    def _affects_next(self) -> bool:
+        return self.limit is None or self.dropped + self.delayed < self.limit
+
+    def _intercept_irq(self, level: bool) -> None:
+        queue = self._in_notify
+        original = self._on_irq
+        if not level or queue is None:
+            if original is not None:
+                original(level)
+            return
+        sim = self.sim
+        self.raised.append((sim.now, queue))
+        if not self._affects_next():
+            self.delivered.append((sim.now, queue))
+            if original is not None:
+                original(True)
+            return
+        if self.mode == "drop":
+            self.dropped += 1
+            if sim.tracing:
+                sim.trace("fault", "used_irq_dropped", queue=queue)
+            return
+        self.delayed += 1
+        if sim.tracing:
+            sim.trace("fault", "used_irq_delayed", queue=queue, delay=self.delay)
+
+        def deliver() -> None:
+            self.delivered.append((sim.now, queue))
+            if sim.tracing:
+                sim.trace("fault", "used_irq_delivered", queue=queue)
+            if original is not None:
+                original(True)
+
+        sim.call_at(sim.now + self.delay, deliver)
+
+
+@attrs.frozen
+class ResetOutcome:
+    """What a device reset found: per enabled queue, buffers available but not yet consumed
+    (requests on a request queue, posted receive/event buffers on others), and the old status."""
+
+    pending: dict[int, int]
+    status_before: int
+
+
+def reset_device(transport: Any) -> ResetOutcome:
+    """Write 0 to ``device_status`` of ``transport`` now (QEMU ``virtio_set_status(0)`` -> ``virtio_reset``).
+
+    Requests the driver published but the device had not popped are dropped
+    with the rings: they never get a used entry.
+    """
+    pending: dict[int, int] = {}
+    for index in range(transport.num_queues):
+        queue = transport.queue(index)
+        if queue is not None:
+            pending[index] = (queue.avail_idx() - queue.last_avail_idx) & U16
+    before = int(transport.status)
+    sim: Simulator = transport.sim
+    if sim.tracing:
+        sim.trace("fault", "device_reset", pending=sum(pending.values()))
+    transport.common_write(DEVICE_STATUS_OFFSET, 1, 0)
+    return ResetOutcome(pending, before)
+
+
+@attrs.define(eq=False)
+class HostMapFailures:
+    """Counts what happened while ``fail_host_maps`` was active."""
+
+    host: Any
+    errors_before: int
+    map_calls_before: int
+    errors: int = 0
+    failed_maps: int = 0
+
+    def _update(self) -> None:
+        self.errors = self.host.errors - self.errors_before
+        self.failed_maps = _map_calls(self.host) - self.map_calls_before
+
+
+def _map_calls(host: Any) -> int:
+    return sum(c.map_calls for c in host.containers.values())
+
+
+@contextlib.contextmanager
+def fail_host_maps(host: Any, errno: int = _errno.ENOMEM) -> Iterator[HostMapFailures]:
+    """Inside the block every host ``VFIO_IOMMU_MAP_DMA`` of ``host`` (a HostVfio) fails with ``-errno``.
+
+    QEMU only logs the failure; the vIOMMU request that caused it completes OK.
+    The yielded record's ``errors`` (host error_report lines) and ``failed_maps``
+    are final when the block ends.
+    """
+    if host is None:
+        raise ValueError("fail_host_maps needs a HostVfio: the machine has no VFIO device (nvme='vfio')")
+    record = HostMapFailures(host, host.errors, _map_calls(host))
+    saved = (host.fail_map, host.fail_map_errno)
+    host.fail_map, host.fail_map_errno = True, errno
+    try:
+        yield record
+    finally:
+        host.fail_map, host.fail_map_errno = saved
+        record._update()
+
+
+def endpoint_dma_port(machine: Any, bdf: int, *, name: str | None = None) -> Any:
+    """A DMA engine for the function ``bdf`` behind the machine's virtio-iommu (a ViommuDmaPort).
+
+    Every access is translated by ``virtio_iommu_translate`` for ``bdf`` at the
+    moment it is made; it is refused while the function's bus-master bit is off.
+    """
+    from models._dma import ViommuDmaPort
+
+    if machine.viommu is None:
+        raise ValueError("endpoint_dma_port needs a machine with a virtio-iommu (viommu='none' has none)")
+    fn = machine.function(bdf)
+    return ViommuDmaPort(machine.memory, machine.viommu, bdf, name or f"rogue@{bdf:#06x}", fn.check_dma_allowed)
+
+
+def enable_bus_master(machine: Any, bdf: int) -> None:
+    """Set memory-space and bus-master enable in the function's PCI command register (as a driver does)."""
+    bus = machine.bus
+    bus.config_write_sync(bdf, 0x04, 2, bus.config_read_sync(bdf, 0x04, 2) | 0x6)
+
+
+@attrs.frozen
+class DmaAttempt:
+    """One device access: what it read (or wrote), or why it faulted."""
+
+    iova: int
+    write: bool
+    ok: bool
+    data: bytes
+    fault: str | None
+
+
+def attempt_dma(port: Any, iova: int, *, read: int = 0, write: bytes | None = None) -> DmaAttempt:
+    """Read ``read`` bytes at ``iova`` (or write ``write``) through ``port``; a fault is an outcome, not an error."""
+    from models._dma import DmaFault
+
+    if (write is None) == (read <= 0):
+        raise ValueError("attempt_dma takes either read=<bytes> > 0 or write=<data>")
+    try:
+        if write is not None:
+            port.dma_write(iova, write)
+            return DmaAttempt(iova, True, True, bytes(write), None)
+        return DmaAttempt(iova, False, True, port.dma_read(iova, read), None)
+    except DmaFault as exc:
+        return DmaAttempt(iova, write is not None, False, b"", exc.reason)
