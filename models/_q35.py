@@ -199,8 +199,8 @@ class VirtioModernBar:
         region, off = divmod(offset, VIRTIO_REGION_SIZE)
         t = self.transport
         if region == 0:
-            t.common_write(off, size, value)
-        elif region == 2:
+            return t.common_write(off, size, value)  # type: ignore[no-any-return]
+        if region == 2:
             t.device_cfg_write(off, size, value)
         elif region == 3:
             work: Coroutine[Any, Any, None] | None = t.notify_write(off, size, value)

@@ -318,6 +318,8 @@ class VirtioIommu:
         self._mr_bdf: dict[str, int] = {}
         #: QEMU's big lock: kicks from several vCPUs are handled one after the other
         self._bql = Lock(f"{name}.bql")
+        #: QEMU's big lock as the transport sees it: held while requests are handled in a vCPU's exit
+        self.exit_lock = self._bql
 
         bdfs = sorted(set(endpoints))
         vfio = sorted(set(vfio_endpoints))

@@ -224,11 +224,28 @@ class VirtioPciTransport:
                 return regs.reset if regs else 0
         return 0
 
-    def common_write(self, off: int, size: int, value: int) -> None:
-        """Write a common-configuration register; writes the device does not take are traced."""
+    def common_write(self, off: int, size: int, value: int) -> Coroutine[Any, Any, None] | None:
+        """Write a common-configuration register; writes the device does not take are traced.
+
+        QEMU takes the big lock for every MMIO write; a device handler that runs inside another
+        vCPU's exit holds it (``virtio_iommu_handle_command``).  A backend that exposes that lock as
+        ``exit_lock`` makes a write arriving meanwhile wait for it (returned as in-exit work), so a
+        reset cannot tear the queues out from under a handler that is still popping them.
+        """
+        lock = getattr(self.backend, "exit_lock", None)
+        if lock is not None and lock.locked():
+            return self._common_write_locked(lock, off, size, value)
+        self._common_write(off, size, value)
+        return None
+
+    async def _common_write_locked(self, lock: Any, off: int, size: int, value: int) -> None:
+        async with lock:
+            self._common_write(off, size, value)
+
+    def _common_write(self, off: int, size: int, value: int) -> None:
         if size > 4:
-            self.common_write(off, 4, value & M32)
-            self.common_write(off + 4, size - 4, value >> 32)
+            self._common_write(off, 4, value & M32)
+            self._common_write(off + 4, size - 4, value >> 32)
             return
         value = int(value) & _mask(size)
         regs = self._regs[self.queue_select] if self.queue_select < len(self._regs) else None

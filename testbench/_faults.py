@@ -151,7 +151,9 @@ def reset_device(transport: Any) -> ResetOutcome:
     """Write 0 to ``device_status`` of ``transport`` now (QEMU ``virtio_set_status(0)`` -> ``virtio_reset``).
 
     Requests the driver published but the device had not popped are dropped
-    with the rings: they never get a used entry.
+    with the rings: they never get a used entry.  If the device is handling a
+    kick at this instant (another vCPU's exit holds QEMU's big lock), the write
+    waits for it, as in QEMU: the reset lands when the handler is done.
     """
     pending: dict[int, int] = {}
     for index in range(transport.num_queues):
@@ -162,7 +164,9 @@ def reset_device(transport: Any) -> ResetOutcome:
     sim: Simulator = transport.sim
     if sim.tracing:
         sim.trace("fault", "device_reset", pending=sum(pending.values()))
-    transport.common_write(DEVICE_STATUS_OFFSET, 1, 0)
+    work = transport.common_write(DEVICE_STATUS_OFFSET, 1, 0)
+    if work is not None:
+        sim.spawn(work, name="device_reset")
     return ResetOutcome(pending, before)
 
 

@@ -255,3 +255,31 @@ async def test_fault_helpers_refuse_bad_arguments_with_a_message(sim):
         with pytest.raises(ValueError, match=re.escape(words)):
             call()
     assert machine.transport.on_irq is not None and "notify_used" not in vars(machine.transport)
+
+
+@testbench.test(timeout=ms(200))
+async def test_reset_written_while_the_device_handles_a_kick_waits_for_the_handler(sim):
+    """QEMU's status write needs the big lock the kicking vCPU holds: every request of the kick completes,
+    then the reset clears the domains; nothing is popped from, or pushed to, the reset rings afterwards."""
+    machine, driver = await raw_machine(sim, nvme="emulated")
+    q = driver.requestq
+    bufs = []
+    for dom, endpoint in ((1, 0x10), (2, NVME), (3, 0xFA)):
+        req = ReplayRequest("attach", domain=dom, endpoint=endpoint)
+        buf = driver.mm.kmalloc(64)
+        machine.memory.write(buf, encode_request(req) + bytes(4))
+        q.add([(buf, len(encode_request(req)))], [(buf + len(encode_request(req)), 4)])
+        bufs.append(buf)
+    q.publish()
+    kick = sim.spawn(driver._kick(0), name="kicking vcpu")
+    device_queue = machine.transport.queue(0)
+    while device_queue.last_avail_idx == 0:  # the device has started popping
+        await testbench.sleep(us(0) + 100)
+    outcome = reset_device(machine.transport)
+    assert outcome.pending[0] == 2 and machine.transport.status != 0  # the reset waits for the handler
+    await kick
+    await testbench.sleep(us(10))
+    assert machine.transport.status == 0 and machine.viommu.domains == {}
+    assert device_queue.last_avail_idx == 3  # all three were handled before the reset
+    statuses = [machine.memory.read_u8(b + len(encode_request(ReplayRequest("attach")))) for b in bufs]
+    assert statuses == [0, 0, 0]
