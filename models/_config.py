@@ -80,6 +80,14 @@ class MachineConfig:
     flavor: str = attrs.field(default="qemu", validator=_choice("--flavor", ("qemu", "spec")))
     iommu_policy: str = attrs.field(default="lazy", validator=_choice("--iommu-policy", ("lazy", "strict")))
     guest_kernel: str = attrs.field(default="6.7", validator=_choice("--guest-kernel", ("6.7", "6.12")))
+    #: dma-iommu flush queue of lazy (DMA-FQ) domains: per-CPU rings (256 entries, 10 ms) or one ring
+    #: (32768 entries, 1000 ms, as ``shadow_on_flush`` selects).  "auto" follows ``guest_kernel``: 6.7's
+    #: virtio-iommu lacks IOMMU_CAP_DEFERRED_FLUSH (lazy domains fall back to strict), 6.12 has per-CPU
+    #: queues.  An explicit choice gives virtio-iommu ``flush_iotlb_all`` (the 6.8 patch) on any kernel.
+    flush_queue: str = attrs.field(default="auto", validator=_choice("--flush-queue", ("percpu", "single", "auto")))
+    #: virtio-iommu MAPs: "on" queues them and syncs once per map operation (``iotlb_sync_map``, 6.8+),
+    #: "off" sends each MAP synchronously (6.7); "auto" follows ``guest_kernel``
+    map_batching: str = attrs.field(default="auto", validator=_choice("--map-batching", ("on", "off", "auto")))
     #: guest kernel command line ``initcall_blacklist=``: built-in driver initcalls that do not run
     initcall_blacklist: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: page sizes the host IOMMU behind VFIO supports (bitmap, as VFIO reports it)

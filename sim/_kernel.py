@@ -37,6 +37,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import threading
 import time as _wall
 from collections.abc import Coroutine
 from typing import Any, Callable, Generic, TypeVar
@@ -230,14 +231,22 @@ class Task(Generic[T]):
                 wake(target, token, self)
 
 
-_running: list[Simulator] = []
+class _Running(threading.local):
+    """Per-thread stack of running simulators (simulations in different threads are independent)."""
+
+    def __init__(self) -> None:
+        self.stack: list[Simulator] = []
+
+
+_running_state = _Running()
 
 
 def current_sim() -> Simulator:
-    """The simulator whose ``run()`` is executing (for helpers that need it)."""
-    if not _running:
+    """The simulator whose ``run()`` is executing in this thread (for helpers that need it)."""
+    stack = _running_state.stack
+    if not stack:
         raise RuntimeError("no simulation is running; call this from a model task")
-    return _running[-1]
+    return stack[-1]
 
 
 _TRIO_OR_ASYNCIO_HINT = (
@@ -444,7 +453,8 @@ class Simulator:
         deadline = _wall.perf_counter() + budget
         steps = 0
         out_of_budget = False
-        _running.append(self)
+        running = _running_state.stack
+        running.append(self)
         self._stop = False
         try:
             while keys and not self._stop:
@@ -551,7 +561,7 @@ class Simulator:
                     f"no events left at {format_time(self._now)} but {until_task!r} has not finished"
                 )
         finally:
-            _running.pop()
+            running.pop()
             self._current = None
             self.steps += steps
         if self._failure is not None:

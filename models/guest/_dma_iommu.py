@@ -122,7 +122,7 @@ class DmaCookie:
                                      resv_regions=resv_regions):
             return False
         config = self.kernel.config
-        policy = dma_domain_policy(config.guest_kernel, config.iommu_policy)
+        policy = dma_domain_policy(config.guest_kernel, config.iommu_policy, flush_queue=config.flush_queue)
         domain.type = policy.type
         self.invalidation = make_invalidation(policy, self.kernel.ncpus)
         rings = 1 if policy.fq_options is not None and policy.fq_options.single_queue else self.kernel.ncpus

@@ -136,18 +136,32 @@ def _kernel_version(guest_kernel: str) -> tuple[int, int]:
         raise ValueError(f"guest kernel version must look like '6.7', not {guest_kernel!r}") from None
 
 
-def virtio_iommu_deferred_flush(guest_kernel: str) -> bool:
-    """Does this kernel's virtio-iommu report IOMMU_CAP_DEFERRED_FLUSH (has ``flush_iotlb_all``)?"""
+def virtio_iommu_deferred_flush(guest_kernel: str, flush_queue: str = "auto") -> bool:
+    """Does this kernel's virtio-iommu report IOMMU_CAP_DEFERRED_FLUSH (has ``flush_iotlb_all``)?
+    From 6.8 it does; ``MachineConfig.flush_queue`` other than "auto" gives it to any kernel."""
+    return flush_queue != "auto" or _kernel_version(guest_kernel) >= (6, 8)
+
+
+def virtio_iommu_map_batching(guest_kernel: str, map_batching: str = "auto") -> bool:
+    """Does this virtio-iommu queue MAPs and sync once per map operation (``iotlb_sync_map``, 6.8+)?
+    ``MachineConfig.map_batching`` "on"/"off" overrides the kernel version."""
+    if map_batching != "auto":
+        return map_batching == "on"
     return _kernel_version(guest_kernel) >= (6, 8)
 
 
-def dma_domain_policy(guest_kernel: str, iommu_policy: str, shadow_on_flush: bool = False) -> DomainPolicy:
-    """Domain type and flush-queue options of a virtio-iommu DMA domain (``iommu_dma_init_domain``)."""
+def dma_domain_policy(guest_kernel: str, iommu_policy: str, shadow_on_flush: bool = False,
+                      flush_queue: str = "auto") -> DomainPolicy:
+    """Domain type and flush-queue options of a virtio-iommu DMA domain (``iommu_dma_init_domain``);
+    ``flush_queue`` is ``MachineConfig.flush_queue`` ("single" sets ``shadow_on_flush``)."""
     if iommu_policy not in ("lazy", "strict"):
         raise ValueError(f"iommu policy must be 'lazy' or 'strict', not {iommu_policy!r}")
+    if flush_queue not in ("percpu", "single", "auto"):
+        raise ValueError(f"flush queue must be 'percpu', 'single' or 'auto', not {flush_queue!r}")
+    shadow_on_flush = shadow_on_flush or flush_queue == "single"
     if iommu_policy == "strict":
         return DomainPolicy(DOMAIN_TYPE_DMA, DOMAIN_TYPE_DMA, None, "strict policy")
-    if not virtio_iommu_deferred_flush(guest_kernel):
+    if not virtio_iommu_deferred_flush(guest_kernel, flush_queue):
         return DomainPolicy(
             DOMAIN_TYPE_DMA_FQ, DOMAIN_TYPE_DMA, None,
             f"Linux {guest_kernel}: virtio-iommu lacks IOMMU_CAP_DEFERRED_FLUSH, DMA_FQ falls back to DMA",

@@ -66,7 +66,7 @@ from typing import Any
 
 import attrs
 
-from sim import PS_PER_MS, Event, Lock, SimTimeoutError, ms, seconds, sleep, with_timeout
+from sim import PS_PER_MS, Event, First, Lock, ms, seconds, sleep
 
 from .._interrupts import msi_address
 from .._nvme_wire import (
@@ -266,6 +266,9 @@ class _Mapping:
     size: int
     direction: int
     pool_blocks: list[tuple[_DmaPool, int, int]] = attrs.Factory(list)
+    #: a multi-segment scatterlist: each segment's DMA address and its (paddr, length)
+    sg_dmas: list[int] = attrs.Factory(list)
+    sg_segments: list[tuple[int, int]] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -281,6 +284,9 @@ class _Request:
     result: int = 0
     finished: bool = False
     aborted: bool = False
+    #: ``rq->deadline`` and the event the queue's timeout timer sets when it passes
+    deadline: int = 0
+    expired: Event | None = None
 
 
 class _DmaPool:
@@ -327,6 +333,9 @@ class _Queue:
         self.genctr = [0] * tag_depth
         self.used = [False] * tag_depth
         self.inflight: dict[int, _Request] = {}
+        #: requests whose completion is awaited (by tag), and the deadline the queue's timer is armed for
+        self.waiting: dict[int, _Request] = {}
+        self.timer_deadline: int | None = None
         self.hints: dict[int, int] = {}
         self.tag_freed = Event(f"nvmeq{qid}.tag_freed")
         #: shadow doorbells (sq db, cq db, sq event index, cq event index) as guest-physical addresses
@@ -802,10 +811,20 @@ class NvmeDriver:
                 return tag
             await q.tag_freed.wait()
 
-    async def _map_data(self, q: _Queue, cpu: int, paddr: int, length: int, direction: int,
+    async def _map_data(self, q: _Queue, cpu: int, segments: list[tuple[int, int]], direction: int,
                         sqe: dict[str, int]) -> _Mapping:
-        """``nvme_map_data`` for one physically contiguous buffer (one segment: the virt boundary makes
-        the segment size unlimited): PRP simple, SGL simple on I/O queues, else a PRP list."""
+        """``nvme_map_data`` of (paddr, length) segments.  One physically contiguous segment (the virt
+        boundary makes the segment size unlimited): PRP simple, SGL simple on I/O queues, else a PRP
+        list.  Several (the order-0 pages of direct I/O, so the average segment is below
+        ``sgl_threshold`` and Linux picks PRPs): ``dma_map_sg`` of all, then ``nvme_pci_setup_prps``."""
+        if len(segments) > 1:
+            dmas = await self.dma.map_sg(cpu, segments, direction)
+            length = sum(n for _, n in segments)
+            mapping = _Mapping("sg", dmas[0], segments[0][0], length, direction, sg_dmas=dmas,
+                               sg_segments=list(segments))
+            await self._setup_prps(cpu, mapping, sqe)
+            return mapping
+        (paddr, length), = segments
         offset = paddr & (PAGE_SIZE - 1)
         if offset + length <= 2 * PAGE_SIZE or (q.qid and SGL_THRESHOLD and self._sgl_supported()):
             dma = await self.dma.map_page(cpu, paddr, length, direction)
@@ -820,12 +839,19 @@ class NvmeDriver:
             return mapping
         (dma,) = await self.dma.map_sg(cpu, [(paddr, length)], direction)
         mapping = _Mapping("sg", dma, paddr, length, direction)
+        await self._setup_prps(cpu, mapping, sqe)
+        return mapping
+
+    async def _setup_prps(self, cpu: int, mapping: _Mapping, sqe: dict[str, int]) -> None:
+        """``nvme_pci_setup_prps`` over a DMA-contiguous mapping (dma-iommu gives a scatterlist one
+        IOVA block, which ``__finalise_sg`` merges into one DMA segment)."""
+        dma, length = mapping.dma, mapping.size
         first = PAGE_SIZE - (dma & (PAGE_SIZE - 1))
         entries = list(range(dma + first, dma + length, PAGE_SIZE))  # nvme_pci_setup_prps
         sqe["prp1"] = dma
         if len(entries) <= 1:
             sqe["prp2"] = entries[0] if entries else 0
-            return mapping
+            return
         pool = self._pools[PRP_POOL_SMALL if len(entries) <= PRP_POOL_SMALL // 8 else PRP_POOL_PAGE]
         chunks = prp_list_chunks(entries)
         blocks = [await pool.alloc(cpu, self.dma) for _ in chunks]
@@ -834,11 +860,12 @@ class NvmeDriver:
             link = [blocks[i + 1][0]] if i + 1 < len(chunks) else []
             self._mem.write(blocks[i][1], struct.pack(f"<{len(chunk) + len(link)}Q", *chunk, *link))
         sqe["prp2"] = blocks[0][0]
-        return mapping
 
     async def _unmap_data(self, cpu: int, m: _Mapping) -> None:
         if m.kind == "page":
             await self.dma.unmap_page(cpu, m.dma, m.size, m.direction)
+        elif m.sg_segments:
+            await self.dma.unmap_sg(cpu, m.sg_dmas, m.sg_segments, m.direction)
         else:
             await self.dma.unmap_sg(cpu, [m.dma], [(m.paddr, m.size)], m.direction)
         for pool, dma_addr, paddr in m.pool_blocks:
@@ -848,7 +875,7 @@ class NvmeDriver:
         return self.id_ctrl is not None and bool(self.id_ctrl.sgls & 0x3)
 
     async def _queue_rq(self, q: _Queue, cpu: int, opcode: int, fields: dict[str, int],
-                        data: tuple[int, int, int] | None) -> _Request:
+                        data: tuple[list[tuple[int, int]], int] | None) -> _Request:
         """Take a tag, map the data, copy the SQE into the ring and write the tail doorbell."""
         tag = await self._get_tag(q, cpu)
         cid = (q.genctr[tag] & 0xF) << 12 | tag
@@ -872,16 +899,46 @@ class NvmeDriver:
         return req
 
     async def _wait(self, q: _Queue, req: _Request, timeout: int) -> None:
-        """Wait for the completion; on ``timeout``, run ``nvme_timeout`` (at most twice: abort, then reset)."""
+        """Wait for the completion; on ``timeout``, run ``nvme_timeout`` (at most twice: abort, then reset).
+
+        As blk-mq (``blk_add_timer``): the request carries its deadline and one timer per queue
+        watches the earliest, so a completed request leaves nothing scheduled behind it (memory
+        stays bounded however many requests a run completes)."""
         for _ in range(2):
             if req.finished:
                 return
-            try:
-                await with_timeout(req.done.wait(), timeout)
+            req.deadline = self.sim.now + timeout
+            req.expired = Event(f"{self.name}q{q.qid}.cid{req.cid}.timeout")
+            q.waiting[req.tag] = req
+            self._arm_queue_timer(q, req.deadline)
+            done = req.done.wait()
+            fired = await First(done, req.expired.wait())
+            q.waiting.pop(req.tag, None)
+            if fired is done:
                 return
-            except SimTimeoutError:
-                if await self._timeout(q, req):
-                    return
+            if await self._timeout(q, req):
+                return
+
+    def _arm_queue_timer(self, q: _Queue, deadline: int) -> None:
+        """``mod_timer(&q->timeout)`` when it is idle or due later than ``deadline``."""
+        if q.timer_deadline is not None and q.timer_deadline <= deadline:
+            return
+        q.timer_deadline = deadline
+        self.sim.call_at(deadline, lambda: self._queue_timeout(q, deadline))
+
+    def _queue_timeout(self, q: _Queue, when: int) -> None:
+        """``blk_mq_timeout_work``: expire the waiting requests whose deadline passed, re-arm for the next."""
+        if q.timer_deadline != when:
+            return  # re-armed for an earlier deadline meanwhile
+        q.timer_deadline = None
+        now = self.sim.now
+        for tag in sorted(q.waiting):
+            req = q.waiting[tag]
+            if req.deadline <= now and req.expired is not None:
+                del q.waiting[tag]
+                req.expired.set()
+        if q.waiting:
+            self._arm_queue_timer(q, min(r.deadline for r in q.waiting.values()))
 
     async def _timeout(self, q: _Queue, req: _Request) -> bool:
         """``nvme_timeout``; True when the request is finished (polled or cancelled)."""
@@ -941,7 +998,7 @@ class NvmeDriver:
         q = self.queues[0]
         data = None
         if buf is not None:
-            data = (buf[0], buf[1], DMA_TO_DEVICE if opcode & 1 else DMA_FROM_DEVICE)  # nvme_is_write
+            data = ([buf], DMA_TO_DEVICE if opcode & 1 else DMA_FROM_DEVICE)  # nvme_is_write
         req = await self._queue_rq(q, cpu, opcode, fields, data)
         if not req.finished:
             await self._wait(q, req, ADMIN_TIMEOUT_PS)
@@ -1281,6 +1338,10 @@ class NvmeDriver:
         Returns the final 15-bit NVMe status (0 = success) after Linux's retries, or a negative
         errno (-EIO when the command never completed, -ENOMEM when it could not be mapped).
         """
+        self._check_io(cpu, opcode, nsid, lba, nblocks)
+        return await self._submit_fs_io(cpu, opcode, nsid, lba, nblocks, paddr)
+
+    def _check_io(self, cpu: int, opcode: int, nsid: int, lba: int, nblocks: int) -> None:
         if opcode not in BLK_OPS:
             raise ValueError(f"submit_io supports Read (0x2) and Write (0x1), not opcode {opcode:#x}")
         if not 0 <= cpu < self.kernel.ncpus:
@@ -1292,18 +1353,32 @@ class NvmeDriver:
         if not 1 <= nblocks <= 0x10000 or length > self.max_hw_bytes or not 0 <= lba <= id_ns.nsze - nblocks:
             raise ValueError(f"{nblocks} blocks at LBA {lba} do not fit nvme0n{nsid} ({id_ns.nsze} blocks, "
                              f"{self.max_hw_bytes} bytes per request)")
-        return await self._submit_fs_io(cpu, opcode, nsid, lba, nblocks, paddr)
 
-    async def _submit_fs_io(self, cpu: int, opcode: int, nsid: int, lba: int, nblocks: int, paddr: int) -> int:
+    async def submit_io_sg(self, cpu: int, opcode: int, nsid: int, lba: int, nblocks: int,
+                           pages: list[int]) -> int:
+        """``submit_io`` of a buffer made of 4 KiB pages anywhere in guest memory (direct I/O of user
+        pages): the data fills ``pages`` in order, one scatterlist segment per page.  Same result."""
+        self._check_io(cpu, opcode, nsid, lba, nblocks)
+        length = nblocks * self.namespaces[nsid].block_size
+        if len(pages) != -(-length // PAGE_SIZE) or any(p & (PAGE_SIZE - 1) or p < 0 for p in pages):
+            raise ValueError(f"{length} bytes need {-(-length // PAGE_SIZE)} page-aligned 4 KiB pages, "
+                             f"not {len(pages)} pages {[_hex(p) for p in pages[:4]]}...")
+        segments = [(p, min(PAGE_SIZE, length - i * PAGE_SIZE)) for i, p in enumerate(pages)]
+        return await self._submit_fs_io(cpu, opcode, nsid, lba, nblocks, segments)
+
+    async def _submit_fs_io(self, cpu: int, opcode: int, nsid: int, lba: int, nblocks: int,
+                            buf: int | list[tuple[int, int]]) -> int:
+        """One block-layer request; ``buf`` is a physical address or (paddr, length) segments."""
         if self.state != "LIVE" or not self._cpu_queue or not self.queues[self._cpu_queue[cpu]].online:
             return -EIO
         q = self.queues[self._cpu_queue[cpu]]
         length = nblocks * self.namespaces[nsid].block_size
+        segments = [(buf, length)] if isinstance(buf, int) else buf
         direction = DMA_FROM_DEVICE if opcode == IO_READ else DMA_TO_DEVICE
         fields = {"nsid": nsid, "cdw10": lba & 0xFFFF_FFFF, "cdw11": lba >> 32, "cdw12": nblocks - 1}
         status = -EIO
         for _ in range(NVME_MAX_RETRIES + 1):  # nvme_decide_disposition: retry while no DNR
-            req = await self._queue_rq(q, cpu, opcode, fields, (paddr, length, direction))
+            req = await self._queue_rq(q, cpu, opcode, fields, (segments, direction))
             if not req.finished:
                 await self._wait(q, req, IO_TIMEOUT_PS)
             status = req.status if req.finished and req.status is not None else -EIO

@@ -30,7 +30,9 @@ built with the wire classes of ``models._viommu_wire``.
   ``flush_iotlb_all`` (no IOMMU_CAP_DEFERRED_FLUSH); from 6.8 ("Make use of
   ops->iotlb_sync_map", "Add ops->flush_iotlb_all and enable deferred flush") a
   MAP is queued, its status never read, and ``iotlb_sync_map``/``flush_iotlb_all``
-  kick and drain once the domain has endpoints.
+  kick and drain once the domain has endpoints.  ``MachineConfig.map_batching`` and
+  ``flush_queue`` switch the two halves independently (the calibration's "+map" and
+  "sq"/"mq" configurations).
 * The event queue (``vp_interrupt`` -> ``viommu_event_handler`` ->
   ``viommu_fault_handler``): faults are logged rate-limited and the buffers
   re-posted.
@@ -87,7 +89,7 @@ from .._viommu_wire import (
     UnmapReq,
 )
 from ._device import GuestDevice
-from ._flush_queue import virtio_iommu_deferred_flush
+from ._flush_queue import virtio_iommu_deferred_flush, virtio_iommu_map_batching
 from ._iommu_core import (
     EFAULT,
     EINVAL,
@@ -147,6 +149,8 @@ _STATUS_ERRNO = {
     Status.NOENT: -ENOENT, Status.FAULT: -EFAULT, Status.NOMEM: -ENOMEM,
 }
 _TYPE_NAMES = {int(t): t.name for t in ReqType}
+#: the request types in type order (the keys of ``ViommuDriver.requests_by_type``)
+REQUEST_TYPE_NAMES = tuple(_TYPE_NAMES[k] for k in sorted(_TYPE_NAMES))
 TRACE_SOURCE = "guest/virtio_iommu"
 
 
@@ -180,7 +184,8 @@ def viommu_pci_info(devices: Any) -> PciDeviceInfo | None:
 class _Request:
     """``struct viommu_request``: one chain in flight."""
 
-    __slots__ = ("type", "buf", "size", "write_offset", "writeback", "table", "reply", "status", "used_len")
+    __slots__ = ("type", "buf", "size", "write_offset", "writeback", "table", "reply", "status", "used_len",
+                 "since_ps")
 
     def __init__(self, rtype: int, buf: int, size: int, write_offset: int, writeback: bool, table: int | None):
         self.type = rtype
@@ -193,6 +198,8 @@ class _Request:
         self.reply = bytes(size - write_offset)
         self.status: int | None = None
         self.used_len: int | None = None
+        #: an UNMAP's ``viommu_unmap_pages`` call time (for the stale-window counters), else None
+        self.since_ps: int | None = None
 
 
 class ViommuDomain:
@@ -268,7 +275,10 @@ class ViommuDriver:
         self.info = info
         #: dev_printk prefix of the virtio device: ("virtio_iommu", "virtio0")
         self.name = (DRIVER_NAME, f"virtio{index}")
-        self.version_67 = not virtio_iommu_deferred_flush(kernel.config.guest_kernel)
+        config = kernel.config
+        #: 6.8+ ops (or MachineConfig's overrides): queued MAPs + iotlb_sync_map; flush_iotlb_all
+        self.map_batching = virtio_iommu_map_batching(config.guest_kernel, config.map_batching)
+        self.deferred_flush = virtio_iommu_deferred_flush(config.guest_kernel, config.flush_queue)
         self.regs = PciVirtioRegs(kernel.machine.bus, info)
         self.vdev: VirtioModernDevice | None = None
         self.requestq: DriverQueue | None = None
@@ -286,9 +296,15 @@ class ViommuDriver:
         self._domain_ids: set[int] = set()
         self._event_bufs: dict[int, int] = {}
         self._fault_ratelimit = _Ratelimit()
-        #: counters: notifications written to the request queue, requests sent
+        #: counters: notifications written to the request queue, requests sent (in all and by type name)
         self.kicks = 0
         self.requests_sent = 0
+        self.requests_by_type = dict.fromkeys(REQUEST_TYPE_NAMES, 0)
+        #: stale window of each completed UNMAP: from ``viommu_unmap_pages`` to the sync that saw it
+        #: complete (the device completes it inside that sync's kick); count, sum and max in ps
+        self.unmaps_completed = 0
+        self.unmap_stale_total_ps = 0
+        self.unmap_stale_max_ps = 0
 
     def __repr__(self) -> str:
         return f"<ViommuDriver {self.name[1]} at {self.info.slot_name}>"
@@ -296,11 +312,11 @@ class ViommuDriver:
     # -- the IOMMU ops that differ between 6.7 and 6.8+ (and with them IOMMU_CAP_DEFERRED_FLUSH) --
     @property
     def has_iotlb_sync_map(self) -> bool:
-        return not self.version_67
+        return self.map_batching
 
     @property
     def has_flush_iotlb_all(self) -> bool:
-        return not self.version_67
+        return self.deferred_flush
 
     # -- probe -------------------------------------------------------------------------
     def _alloc_ring(self, size: int) -> tuple[int, int, int]:
@@ -403,6 +419,8 @@ class ViommuDriver:
         q.publish()
         self._requests[head] = req
         self.requests_sent += 1
+        name = _type_name(req.type)
+        self.requests_by_type[name] = self.requests_by_type.get(name, 0) + 1
         if kernel.sim.tracing:
             self._trace("viommu_add_req", cpu=cpu, type=_type_name(req.type), head=head,
                         outstanding=len(self._requests))
@@ -456,6 +474,11 @@ class ViommuDriver:
             if req is None:
                 continue  # not ours (cannot happen: DriverQueue only returns chain heads)
             self._complete(req, used_len)
+            if req.since_ps is not None:
+                stale = sim.now - req.since_ps
+                self.unmaps_completed += 1
+                self.unmap_stale_total_ps += stale
+                self.unmap_stale_max_ps = max(self.unmap_stale_max_ps, stale)
             if sim.tracing:
                 self._trace("viommu_req_done", cpu=cpu, type=_type_name(req.type), head=head, used_len=used_len,
                             status=req.status)
@@ -472,11 +495,16 @@ class ViommuDriver:
         self._trace("viommu_sync_req_abandoned", cpu=cpu, heads=sorted(self._requests))
         self._requests.clear()
 
-    async def add_req(self, cpu: int, request: bytes, writable_len: int = TAIL_SIZE) -> int:
-        """``viommu_add_req``: queue a request (no kick, status never read); 0 or -errno."""
+    async def add_req(self, cpu: int, request: bytes, writable_len: int = TAIL_SIZE, *,
+                      since_ps: int | None = None) -> int:
+        """``viommu_add_req``: queue a request (no kick, status never read); 0 or -errno.
+        ``since_ps``: the UNMAP's start, for the stale-window counters."""
         async with self._lock:
             req = await self._add_locked(cpu, request, writable_len, writeback=False)
-        return req if isinstance(req, int) else 0
+            if isinstance(req, int):
+                return req
+            req.since_ps = since_ps
+        return 0
 
     async def sync_req(self, cpu: int) -> int:
         """``viommu_sync_req``: kick and wait for everything outstanding."""
@@ -646,7 +674,7 @@ class ViommuDriver:
         if domain.nr_endpoints:
             assert domain.id is not None
             req = MapReq(domain.id, iova, end, paddr, flags).pack()
-            if self.version_67:
+            if not self.map_batching:
                 ret, _ = await self.send_req_sync(cpu, req)
             else:
                 ret = await self.add_req(cpu, req)
@@ -667,7 +695,8 @@ class ViommuDriver:
         if not domain.nr_endpoints:
             return unmapped
         assert domain.id is not None
-        ret = await self.add_req(cpu, UnmapReq(domain.id, iova, iova + unmapped - 1).pack())
+        ret = await self.add_req(cpu, UnmapReq(domain.id, iova, iova + unmapped - 1).pack(),
+                                 since_ps=self.kernel.sim.now)
         return 0 if ret else unmapped
 
     async def iotlb_sync(self, cpu: int, domain: ViommuDomain) -> None:

@@ -1,0 +1,188 @@
+"""``viommu-sim run``: boot the guest and run a fio-like job through the whole stack.
+
+The machine is given by the boot flags (plus ``--flush-queue`` and ``--map-batching``),
+the job by fio-like flags, or both by ``--scenario FILE.toml`` with tables
+``[machine]`` (MachineConfig options), ``[job]`` (rw, bs, iodepth, numjobs,
+rwmixread, ios, runtime, seed, size) and ``[cost]`` (CostModel parameters, ps).
+Flags given on the command line override the file.  Prints a human summary, or
+with ``--json`` one JSON object (``viommu_sim._workload.run_scenario``'s result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from typing import Any, Callable
+
+import attrs
+
+from models._config import MachineConfig
+from models._cost import CostModel
+from models.guest._flush_queue import dma_domain_policy, virtio_iommu_map_batching
+
+from ._cmd_boot import add_guest_flags
+from ._workload import JOB_KEYS, parse_bytes, run_scenario
+from .cli import UsageError, add_machine_flags
+
+#: command-line dest -> MachineConfig field, for the machine flags
+_MACHINE_FLAGS = ("smp", "memory", "nvme", "aw_bits", "viommu", "seed", "iommu_policy", "guest_kernel",
+                  "initcall_blacklist", "flush_queue", "map_batching")
+_JOB_FLAGS = ("rw", "bs", "iodepth", "numjobs", "rwmixread", "ios", "runtime", "size")
+#: a run is "long" (worth a progress bar) from this many I/Os or simulated seconds
+_LONG_IOS = 20_000
+_LONG_RUNTIME_S = 0.5
+
+
+def _bs(text: str) -> int:
+    try:
+        return parse_bytes(text, "--bs")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--bs: ")) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a fio-like workload through the whole stack and print its figures")
+    add_machine_flags(p)
+    add_guest_flags(p)
+    g = p.add_argument_group("policy")
+    g.add_argument("--flush-queue", metavar="percpu|single",
+                   help="lazy domains' flush queue (default: as the guest kernel; an explicit choice gives "
+                        "virtio-iommu flush_iotlb_all on any kernel)")
+    g.add_argument("--map-batching", metavar="on|off",
+                   help="queue MAPs and sync once per map operation (default: as the guest kernel: 6.7 off, 6.12 on)")
+    j = p.add_argument_group("job (fio-like)")
+    j.add_argument("--rw", metavar="MODE", help="read|write|randread|randwrite|randrw (default randread)")
+    j.add_argument("--bs", type=_bs, metavar="SIZE", help="block size: 4096, 4k, 64k, 1M (default 4k)")
+    j.add_argument("--iodepth", type=int, metavar="N", help="I/Os in flight per job (default 1)")
+    j.add_argument("--numjobs", type=int, metavar="N", help="jobs, job j on CPU j %% smp (default 1)")
+    j.add_argument("--rwmixread", type=int, metavar="PCT", help="randrw: percent reads (default 50)")
+    j.add_argument("--size", type=str, metavar="SIZE", help="bytes of the namespace the job addresses (default 16M)")
+    n = j.add_mutually_exclusive_group()
+    n.add_argument("--ios", type=int, metavar="N", help="total I/Os (default 1000)")
+    n.add_argument("--runtime", type=float, metavar="SECONDS", help="simulated seconds to run instead")
+    p.add_argument("--scenario", metavar="FILE.toml", help="machine, job and cost from a TOML file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    # only flags really given reach the scenario (so they override the file, and the file the defaults)
+    for action in p._actions:
+        if action.dest in _MACHINE_FLAGS:
+            action.default = argparse.SUPPRESS
+    p.set_defaults(handler=run)
+
+
+def _load_scenario(path: str) -> dict[str, dict[str, Any]]:
+    """The file's [machine], [job] and [cost] tables; any other key is an error naming it."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    known = {
+        "machine": {a.name for a in attrs.fields(MachineConfig) if a.name != "cost"},
+        "job": set(JOB_KEYS),
+        "cost": {a.name for a in attrs.fields(CostModel)},
+    }
+    out: dict[str, dict[str, Any]] = {"machine": {}, "job": {}, "cost": {}}
+    for table, body in data.items():
+        if table not in known:
+            raise UsageError(f"{path}: unknown key {table!r} (tables: machine, job, cost)")
+        if not isinstance(body, dict):
+            raise UsageError(f"{path}: {table!r} must be a table ([{table}])")
+        for key, value in body.items():
+            name = key.replace("-", "_")
+            if name not in known[table]:
+                raise UsageError(f"{path}: unknown key {table}.{key}")
+            out[table][name] = value
+    return out
+
+
+def scenario_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The file's tables (if any) with the flags given on the command line on top."""
+    sc = _load_scenario(args.scenario) if args.scenario else {"machine": {}, "job": {}, "cost": {}}
+    for dest in _MACHINE_FLAGS:
+        if hasattr(args, dest):
+            value = getattr(args, dest)
+            if dest == "initcall_blacklist":
+                value = tuple(n for n in value.split(",") if n)
+            sc["machine"][dest] = value
+    if isinstance(sc["machine"].get("initcall_blacklist"), str):
+        sc["machine"]["initcall_blacklist"] = tuple(n for n in sc["machine"]["initcall_blacklist"].split(",") if n)
+    job = sc["job"]
+    for dest in _JOB_FLAGS:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest in ("ios", "runtime"):  # the command line's length replaces the file's
+            job.pop("ios", None)
+            job.pop("runtime", None)
+        job[dest] = value
+    return sc
+
+
+def _summary(r: dict[str, Any]) -> str:
+    m, j, lat, st = r["machine"], r["job"], r["latency_us"], r["stale_window_us"]
+    ios = max(r["ios"], 1)
+    if m["viommu"] == "none":
+        iommu = "no vIOMMU"
+    else:
+        policy = dma_domain_policy(m["guest_kernel"], m["iommu_policy"], flush_queue=m["flush_queue"])
+        fq = policy.fq_options
+        if fq is not None:
+            kind = "lazy, " + ("single flush queue" if fq.single_queue else "per-CPU flush queues")
+        else:
+            kind = "strict" if m["iommu_policy"] == "strict" else "lazy falls back to strict (no deferred flush)"
+        batching = "on" if virtio_iommu_map_batching(m["guest_kernel"], m["map_batching"]) else "off"
+        iommu = f"virtio-iommu, Linux {m['guest_kernel']} {kind}, map batching {batching}"
+    reqs = " ".join(f"{k}={v}" for k, v in r["requests"].items() if v)
+    return "\n".join([
+        f"{j['rw']}: bs={j['bs']} iodepth={j['iodepth']} numjobs={j['numjobs']}"
+        + (f" rwmixread={j['rwmixread']}" if j["rw"] == "randrw" else "")
+        + f"; smp={m['smp']} nvme={m['nvme']}, {iommu}",
+        f"  ios={r['ios']} errors={r['errors']} simulated time={r['sim_time_s'] * 1e3:.3f} ms",
+        f"  IOPS={r['iops']:.1f}  BW={r['bandwidth_mib_s']:.1f} MiB/s",
+        f"  lat (us): mean={lat['mean']:.3f} p50={lat['p50']:.3f} p99={lat['p99']:.3f} max={lat['max']:.3f}",
+        f"  virtio-iommu: kicks={r['kicks']} ({r['kicks'] / ios:.2f} per I/O), requests: {reqs or 'none'}",
+        f"  host VFIO: map ioctls={r['host_map_calls']} unmap ioctls={r['host_unmap_calls']}",
+        f"  IOTLB flushes={r['iotlb_flushes']}  stale window (us): mean={st['mean']:.3f} max={st['max']:.3f}",
+    ]) + "\n"
+
+
+def _progress_bar(job: dict[str, Any]) -> Any:
+    """A rich progress bar on stderr for a long run when stderr is a terminal; else None."""
+    if not sys.stderr.isatty():
+        return None
+    runtime = job.get("runtime")
+    ios = job.get("ios")
+    long_run = (isinstance(ios, int) and ios >= _LONG_IOS) or (
+        ios is None and isinstance(runtime, (int, float)) and runtime >= _LONG_RUNTIME_S)
+    if not long_run:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("run"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    sc = scenario_from_args(args)
+    bar = _progress_bar(sc["job"])
+    callback: Callable[[int, int], None] | None = None
+    if bar is not None:
+        task_id = bar.add_task("run", total=None)
+
+        def callback(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        with bar:
+            result = run_scenario(sc["machine"], sc["job"], sc["cost"], progress=callback)
+    else:
+        result = run_scenario(sc["machine"], sc["job"], sc["cost"])
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(_summary(result))
+    return 0

@@ -1,0 +1,133 @@
+"""``viommu-sim sweep``: run the workload over a policy x guest kernel x iodepth x seed matrix.
+
+Writes ``results.csv``, ``chart.png`` and a resumable journal into ``--out`` (see ``_sweep``);
+points run on a local process pool, or on a Dask cluster with ``--scheduler``.  Progress goes to
+stderr, the written files to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable
+
+from ._sweep import Matrix, Point, SweepError, SweepFailed, load_matrix, run_sweep
+
+#: the axes when neither a flag nor --matrix gives them
+DEFAULT_AXES: dict[str, list[Any]] = {"policy": ["lazy", "strict"], "guest_kernel": ["6.7"],
+                                      "iodepth": [1, 4, 16, 64], "seed": [0]}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (a positive integer)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (a positive integer)")
+    return value
+
+
+def _list(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        values = [v.strip() for v in text.split(",")]
+        if not all(values):
+            raise argparse.ArgumentTypeError(f"invalid list {text!r} (comma-separated values, e.g. 1,16)")
+        return [item(v) for v in values]
+
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r} (a non-negative integer)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r} (a non-negative integer)")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("sweep", help="run the workload over a policy x kernel x iodepth x seed matrix")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: results.csv, chart.png, points.jsonl (rerun to resume)")
+    p.add_argument("--matrix", metavar="FILE.toml",
+                   help="matrix file: [axes] policy/guest_kernel/iodepth/seeds, fixed [machine], [job], [cost]")
+    a = p.add_argument_group("axes (a flag replaces the --matrix file's axis)")
+    a.add_argument("--policy", type=_list(str), metavar="P[,P]", help="iommu policies (default lazy,strict)")
+    a.add_argument("--guest-kernel", type=_list(str), metavar="V[,V]", help="guest kernels (default 6.7)")
+    a.add_argument("--iodepth", type=_list(_positive), metavar="N[,N]", help="fio iodepths (default 1,4,16,64)")
+    seeds = a.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=_positive, metavar="N", help="N seeds: 0 .. N-1 (default 1)")
+    seeds.add_argument("--seed-list", type=_list(_seed), metavar="S[,S]", help="these seeds")
+    j = p.add_argument_group("job (a flag replaces the --matrix file's [job] value)")
+    j.add_argument("--ios", type=_positive, metavar="N", help="I/Os per point")
+    j.add_argument("--rw", metavar="read|write|randread|randwrite", help="fio rw pattern")
+    j.add_argument("--bs", metavar="SIZE", help="block size, e.g. 4k")
+    j.add_argument("--numjobs", type=_positive, metavar="N", help="fio numjobs")
+    r = p.add_argument_group("execution")
+    r.add_argument("--workers", type=_positive, metavar="N",
+                   help=f"local worker processes (default: CPU count, here {os.cpu_count()}); 1 runs in-process")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on this Dask distributed scheduler (e.g. tcp://10.0.0.1:8786) instead")
+    p.set_defaults(handler=run)
+
+
+def build_matrix(args: argparse.Namespace) -> Matrix:
+    seed = list(range(args.seeds)) if args.seeds else args.seed_list
+    axes = {"policy": args.policy, "guest_kernel": args.guest_kernel, "iodepth": args.iodepth, "seed": seed}
+    job_flags = {name: getattr(args, name) for name in ("rw", "bs", "numjobs", "ios")
+                 if getattr(args, name) is not None}
+    if args.matrix:
+        m = load_matrix(args.matrix, **axes)
+        return Matrix(**{n: getattr(m, n) for n in DEFAULT_AXES}, machine=m.machine, job={**m.job, **job_flags},
+                      cost=m.cost)
+    return Matrix(**{n: DEFAULT_AXES[n] if v is None else v for n, v in axes.items()}, job=job_flags)
+
+
+def _reporter() -> tuple[Callable[[int, int, Point | None], None], Callable[[], None]]:
+    """A progress callback for stderr (a rich bar on a terminal if rich is installed) and its closer."""
+    if sys.stderr.isatty():
+        try:
+            from rich.console import Console
+            from rich.progress import Progress
+        except ImportError:
+            pass
+        else:
+            bar = Progress(console=Console(stderr=True))
+            task = bar.add_task("sweep", total=None)
+            bar.start()
+
+            def rich_progress(done: int, total: int, point: Point | None) -> None:
+                bar.update(task, completed=done, total=total, description=point.key if point else "sweep")
+
+            return rich_progress, bar.stop
+
+    def plain(done: int, total: int, point: Point | None) -> None:
+        if point is None:
+            print(f"sweep: {total} points, {done} already done", file=sys.stderr, flush=True)
+        else:
+            print(f"sweep: [{done}/{total}] {point.key}", file=sys.stderr, flush=True)
+
+    return plain, lambda: None
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        matrix = build_matrix(args)
+        progress, close = _reporter()
+        try:
+            result = run_sweep(matrix, args.out, workers=args.workers, scheduler=args.scheduler, progress=progress)
+        finally:
+            close()
+    except SweepError as exc:
+        print(f"viommu-sim sweep: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, SweepFailed) else 2
+    print(result.csv)
+    if result.chart:
+        print(result.chart)
+    else:
+        print("sweep: no chart.png: matplotlib is not installed (pip install 'viommu-sim[plot]')", file=sys.stderr)
+    return 0

@@ -1,0 +1,472 @@
+"""Parameter sweeps: run one workload scenario over a matrix of machines and collect the results.
+
+A ``Matrix`` is the Cartesian product of four axes -- IOMMU policy (kernel command line
+``iommu.strict``), guest kernel, fio ``iodepth`` and simulation seed -- over fixed ``[machine]``,
+``[job]`` and ``[cost]`` tables.  ``points(matrix)`` lists its points in a deterministic order, each
+with a stable key; ``run_sweep`` runs every point through ``run_scenario`` on a local process pool or
+on a Dask distributed cluster and writes, into one output directory:
+
+* ``matrix.json``  -- the matrix (a rerun of a different matrix into the directory is refused);
+* ``points.jsonl`` -- the journal: one JSON line per finished point, appended and fsync'ed as each
+  point finishes, so an interrupted sweep resumes where it stopped;
+* ``results.csv``  -- one row per point (the axes, then the summary's metrics flattened), rows in
+  point order, so a local and a Dask run of one matrix give byte-identical files;
+* ``chart.png``    -- bandwidth against iodepth, one line per policy x kernel, mean over seeds.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import attrs
+
+from models._config import ConfigError, MachineConfig
+from models._cost import CostModel
+
+from ._workload import job_options, run_scenario
+
+Summary = dict[str, Any]
+Runner = Callable[[dict[str, Any], dict[str, Any], "dict[str, Any] | None"], Summary]
+#: ``progress(done, total, point)``: called once before the first point runs (``point`` None,
+#: ``done`` = points already in the journal), then after each point finishes.
+Progress = Callable[[int, int, "Point | None"], None]
+
+#: the axes, in CSV column order; the flag that spells each (error messages name it)
+AXES = ("policy", "guest_kernel", "iodepth", "seed")
+_AXIS_FLAG = {"policy": "--policy", "guest_kernel": "--guest-kernel", "iodepth": "--iodepth", "seed": "--seed-list"}
+MATRIX_FILE = "matrix.json"
+JOURNAL_FILE = "points.jsonl"
+CSV_FILE = "results.csv"
+CHART_FILE = "chart.png"
+
+
+class SweepError(Exception):
+    """A bad matrix, a refused output directory or a failed point: one line for the user."""
+
+
+class SweepFailed(SweepError):
+    """A point raised, or the run timed out: the finished points are kept for a rerun."""
+
+
+class _PointFailed(Exception):
+    def __init__(self, point: Point, exc: BaseException) -> None:
+        self.point, self.exc = point, exc
+
+
+def _axis(name: str, values: Iterable[Any]) -> tuple[Any, ...]:
+    values = tuple(values)
+    flag = _AXIS_FLAG[name]
+    if not values:
+        raise SweepError(f"{flag}: needs at least one value")
+    if len(set(values)) != len(values):
+        raise SweepError(f"{flag}: duplicate value in {', '.join(map(str, values))}")
+    if name in ("iodepth", "seed"):
+        lo = 1 if name == "iodepth" else 0
+        for v in values:
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise SweepError(f"{flag}: invalid value {v!r} (an integer >= {lo})")
+    return values
+
+
+def _table(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SweepError(f"[{name}]: must be a table, not {value!r}")
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class Point:
+    """One run of the sweep: the axis values and its position in ``points(matrix)``."""
+
+    index: int
+    policy: str
+    guest_kernel: str
+    iodepth: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """Stable name of the point (journal key, Dask key suffix): e.g. ``strict-6.12-qd16-s2``."""
+        return f"{self.policy}-{self.guest_kernel}-qd{self.iodepth}-s{self.seed}"
+
+    def axes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in AXES}
+
+
+@attrs.frozen(kw_only=True, eq=True, hash=False)
+class Matrix:
+    """The sweep: four axes (each in the order given) over fixed machine, job and cost tables."""
+
+    policy: tuple[str, ...] = attrs.field(converter=lambda v: _axis("policy", v))
+    guest_kernel: tuple[str, ...] = attrs.field(converter=lambda v: _axis("guest_kernel", v))
+    iodepth: tuple[int, ...] = attrs.field(converter=lambda v: _axis("iodepth", v))
+    seed: tuple[int, ...] = attrs.field(converter=lambda v: _axis("seed", v))
+    machine: dict[str, Any] = attrs.field(factory=dict, converter=lambda v: _table("machine", v))
+    job: dict[str, Any] = attrs.field(factory=dict, converter=lambda v: _table("job", v))
+    cost: dict[str, Any] = attrs.field(factory=dict, converter=lambda v: _table("cost", v))
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            json.dumps(self.to_json())
+        except (TypeError, ValueError) as exc:
+            raise SweepError(f"--matrix: a value is not a string, number, boolean, list or table: {exc}") from None
+        for name in ("iommu_policy", "guest_kernel", "seed"):
+            if name in self.machine:
+                raise SweepError(f"[machine]: {name} is a sweep axis; set it in [axes]")
+        unknown = sorted(set(self.machine) - {a.name for a in attrs.fields(MachineConfig) if a.name != "cost"})
+        if unknown:
+            raise SweepError(f"[machine]: unknown option {unknown[0]!r}")
+        if "iodepth" in self.job:
+            raise SweepError("[job]: iodepth is a sweep axis; set it in [axes]")
+        for depth in self.iodepth:
+            try:
+                job_options({**self.job, "iodepth": depth})
+            except ConfigError as exc:
+                raise SweepError(str(exc)) from None
+        try:
+            cost = CostModel().evolve(**self.cost)
+        except (ValueError, TypeError) as exc:
+            raise SweepError(f"[cost]: {exc}") from None
+        for policy, kernel in itertools.product(self.policy, self.guest_kernel):
+            try:
+                MachineConfig(**self.machine, iommu_policy=policy, guest_kernel=kernel, cost=cost)
+            except ConfigError as exc:
+                flag = {"--iommu-policy": "--policy"}.get(exc.option, exc.option)
+                raise SweepError(f"{flag}: {str(exc).split(': ', 1)[1]}") from None
+            except TypeError as exc:
+                raise SweepError(f"[machine]: {exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical form stored in ``matrix.json`` (and compared on a rerun)."""
+        return {
+            "axes": {name: list(getattr(self, name)) for name in AXES},
+            "machine": self.machine,
+            "job": self.job,
+            "cost": self.cost,
+        }
+
+    def scenario(self, point: Point) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        """The ``run_scenario(machine, job, cost)`` arguments of one point."""
+        machine = {**self.machine, "iommu_policy": point.policy, "guest_kernel": point.guest_kernel,
+                   "seed": point.seed}
+        return machine, {**self.job, "iodepth": point.iodepth}, (dict(self.cost) or None)
+
+
+def load_matrix(path: str | os.PathLike[str], **axes: Sequence[Any] | None) -> Matrix:
+    """Read a TOML matrix file: ``[axes]`` (policy, guest_kernel, iodepth, and seeds = N or
+    seed = [...]) and the fixed ``[machine]``, ``[job]``, ``[cost]`` tables.  Keyword axes that
+    are not None replace the file's."""
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise SweepError(f"--matrix: cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SweepError(f"--matrix: {path}: {exc}") from None
+    unknown = sorted(set(doc) - {"axes", "machine", "job", "cost"})
+    if unknown:
+        raise SweepError(f"--matrix: {path}: unknown table [{unknown[0]}] (axes, machine, job, cost)")
+    table = _table("axes", doc.get("axes"))
+    unknown = sorted(set(table) - {"policy", "guest_kernel", "iodepth", "seed", "seeds"})
+    if unknown:
+        raise SweepError(f"--matrix: {path}: unknown axis {unknown[0]!r} (policy, guest_kernel, iodepth, seeds, seed)")
+    if "seeds" in table and "seed" in table:
+        raise SweepError(f"--matrix: {path}: give [axes] seeds = N or seed = [...], not both")
+    if "seeds" in table:
+        n = table.pop("seeds")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise SweepError(f"--matrix: {path}: [axes] seeds must be a positive integer, not {n!r}")
+        table["seed"] = list(range(n))
+    for name in AXES:
+        if axes.get(name) is not None:
+            table[name] = axes[name]
+        elif name not in table:
+            raise SweepError(f"--matrix: {path}: [axes] has no {name}")
+        elif not isinstance(table[name], list):
+            raise SweepError(f"--matrix: {path}: [axes] {name} must be a list")
+    return Matrix(**{name: table[name] for name in AXES}, machine=doc.get("machine"), job=doc.get("job"),
+                  cost=doc.get("cost"))
+
+
+def points(matrix: Matrix) -> list[Point]:
+    """Every point of the matrix: policy-major, then kernel, iodepth, seed, each axis in its given order."""
+    product = itertools.product(matrix.policy, matrix.guest_kernel, matrix.iodepth, matrix.seed)
+    return [Point(index=i, policy=p, guest_kernel=k, iodepth=q, seed=s) for i, (p, k, q, s) in enumerate(product)]
+
+
+@attrs.frozen(kw_only=True)
+class SweepResult:
+    total: int
+    ran: int
+    skipped: int
+    csv: Path
+    chart: Path | None
+
+
+#: the simulation kernel keeps its running-simulator stack in a module global, so two simulations
+#: must not run in threads of one process at once (a Dask worker's threads): they take turns
+_ONE_SIMULATION = threading.Lock()
+
+
+def run_point(runner: Runner, machine: dict[str, Any], job: dict[str, Any], cost: dict[str, Any] | None) -> Summary:
+    """Run one point (in a pool process or a Dask worker thread); the summary must survive JSON."""
+    with _ONE_SIMULATION:
+        return json.loads(json.dumps(runner(machine, job, cost)))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    for section in ("axes", "machine", "job", "cost"):
+        a, b = old.get(section, {}), new.get(section, {})
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) != b.get(name):
+                return f"{section}.{name}"
+    return "format"
+
+
+def _claim(out: Path, matrix: Matrix) -> None:
+    """Record the matrix in ``out``, or refuse if ``out`` already holds another one."""
+    out.mkdir(parents=True, exist_ok=True)
+    want = matrix.to_json()
+    path = out / MATRIX_FILE
+    if path.exists():
+        try:
+            have = json.loads(path.read_text())
+        except (ValueError, OSError):
+            have = {}
+        if have != want:
+            raise SweepError(f"{out} holds a sweep of a different matrix ({_diff(have, want)} differs); "
+                             "use another --out directory")
+        return
+    if (out / JOURNAL_FILE).exists():
+        raise SweepError(f"{out} has a {JOURNAL_FILE} but no {MATRIX_FILE}; use another --out directory")
+    _write_atomic(path, (json.dumps(want, indent=2) + "\n").encode())
+
+
+def _load_journal(out: Path, by_key: Mapping[str, Point]) -> dict[str, Summary]:
+    """Finished points from the journal; a torn last line (a crash mid-write) is dropped."""
+    path = out / JOURNAL_FILE
+    if not path.exists():
+        return {}
+    done: dict[str, Summary] = {}
+    lines = path.read_bytes().splitlines(keepends=True)
+    good: list[bytes] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not line.endswith(b"\n") or not isinstance(entry, dict) or entry.get("key") not in by_key:
+            continue
+        done[entry["key"]] = entry["summary"]
+        good.append(line)
+    if len(good) != len(lines):
+        _write_atomic(path, b"".join(good))
+    return done
+
+
+def _flatten(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in summary.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return repr(value) if isinstance(value, float) else str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+#: summary keys that echo the inputs (already in matrix.json), not metrics: kept in the journal, not the CSV
+_ECHOED = ("machine", "job", "cost")
+
+
+def render_csv(pts: Sequence[Point], done: Mapping[str, Summary]) -> str:
+    """``results.csv``: the axes, then every flattened metric (columns in first-seen order), one row
+    per finished point in point order."""
+    rows = [(p, _flatten({k: v for k, v in done[p.key].items() if k not in _ECHOED})) for p in pts if p.key in done]
+    columns: dict[str, None] = {}
+    for _, flat in rows:
+        columns.update(dict.fromkeys(c for c in flat if c not in AXES))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*AXES, *columns])
+    for p, flat in rows:
+        w.writerow([*(_cell(v) for v in p.axes().values()), *(_cell(flat.get(c)) for c in columns)])
+    return buf.getvalue()
+
+
+def render_chart(matrix: Matrix, pts: Sequence[Point], done: Mapping[str, Summary], path: Path) -> bool:
+    """``chart.png``: mean bandwidth over seeds against iodepth, one line per policy x kernel.
+    False (no chart) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    try:
+        for (i, policy), (j, kernel) in itertools.product(enumerate(matrix.policy), enumerate(matrix.guest_kernel)):
+            xs, ys = [], []
+            for depth in matrix.iodepth:
+                bw = [done[p.key]["bandwidth_mib_s"] for p in pts
+                      if (p.policy, p.guest_kernel, p.iodepth) == (policy, kernel, depth) and p.key in done
+                      and isinstance(done[p.key].get("bandwidth_mib_s"), (int, float))]
+                if bw:
+                    xs.append(depth)
+                    ys.append(math.fsum(bw) / len(bw))
+            ax.plot(xs, ys, marker="o", color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[j % 4],
+                    label=f"{policy}, guest {kernel}")
+        if len(matrix.iodepth) > 1:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(matrix.iodepth), [str(d) for d in sorted(matrix.iodepth)])
+        ax.set_xlabel("iodepth")
+        ax.set_ylabel("bandwidth (MiB/s)")
+        ax.set_title(f"bandwidth vs iodepth, mean of {len(matrix.seed)} seed(s)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    _write_atomic(path, buf.getvalue())
+    return True
+
+
+def _run_local(runner: Runner, matrix: Matrix, todo: list[Point], workers: int,
+               timeout: float | None) -> Iterable[tuple[Point, Summary]]:
+    if workers <= 1:  # in this process, one after another
+        for p in todo:
+            try:
+                summary = run_point(runner, *matrix.scenario(p))
+            except Exception as exc:
+                raise _PointFailed(p, exc) from exc
+            yield p, summary
+        return
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+    finished = False
+    try:
+        futures = {pool.submit(run_point, runner, *matrix.scenario(p)): p for p in todo}
+        for fut in concurrent.futures.as_completed(futures, timeout=timeout):
+            if fut.exception() is not None:
+                raise _PointFailed(futures[fut], fut.exception()) from fut.exception()
+            yield futures[fut], fut.result()
+        finished = True
+    finally:
+        if not finished:  # a failed point, a timeout or ^C: do not wait for the points still running
+            for proc in list(getattr(pool, "_processes", {}).values()):  # 3.14: pool.terminate_workers()
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_dask(runner: Runner, matrix: Matrix, todo: list[Point], scheduler: str,
+              timeout: float | None) -> Iterable[tuple[Point, Summary]]:
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise SweepError("--scheduler: needs dask.distributed (pip install 'viommu-sim[dask]')") from None
+    try:
+        client = Client(scheduler, timeout=timeout or 30, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SweepError(f"--scheduler: cannot connect to {scheduler}: {exc}") from None
+    return _dask_results(client, as_completed, runner, matrix, todo, timeout)
+
+
+def _dask_results(client: Any, as_completed: Any, runner: Runner, matrix: Matrix, todo: list[Point],
+                  timeout: float | None) -> Iterable[tuple[Point, Summary]]:
+    try:
+        # task keys name the matrix too, so two sweeps on one cluster never share a result
+        tag = hashlib.sha256(json.dumps(matrix.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+        scenarios = [matrix.scenario(p) for p in todo]
+        futures = client.map(run_point, [runner] * len(todo), *zip(*scenarios),
+                             key=[f"viommu-sweep-{tag}-{p.key}" for p in todo])
+        by_future = dict(zip((f.key for f in futures), todo))
+        try:
+            for fut in as_completed(futures, loop=client.loop, timeout=timeout):
+                if fut.status == "error":
+                    raise _PointFailed(by_future[fut.key], fut.exception())
+                yield by_future[fut.key], fut.result()
+        finally:
+            client.cancel(futures)
+    finally:
+        client.close()
+
+
+def run_sweep(matrix: Matrix, out_dir: str | os.PathLike[str], *, runner: Runner = run_scenario,
+              workers: int | None = None, scheduler: str | None = None, progress: Progress | None = None,
+              timeout: float | None = None) -> SweepResult:
+    """Run every point of ``matrix`` not yet in ``out_dir``'s journal and write the CSV and chart.
+
+    ``runner`` is called as ``runner(machine, job, cost)``; it must be picklable by reference (a
+    module-level function or an instance of a module-level class: it goes to the pool processes
+    or Dask workers).  ``workers`` (default: CPU count) sizes the local process
+    pool; 1 runs the points in this process.  ``scheduler`` (a Dask scheduler address) runs them on
+    that cluster instead.  ``timeout`` (seconds) bounds the whole run.  A point that raises stops
+    the sweep with a ``SweepError`` naming it; the points finished so far stay in the journal.
+    """
+    out = Path(out_dir)
+    _claim(out, matrix)
+    pts = points(matrix)
+    done = _load_journal(out, {p.key: p for p in pts})
+    todo = [p for p in pts if p.key not in done]
+    skipped = len(pts) - len(todo)
+    if not todo:
+        results: Iterable[tuple[Point, Summary]] = ()
+    elif scheduler:
+        results = _run_dask(runner, matrix, todo, scheduler, timeout)
+    else:
+        results = _run_local(runner, matrix, todo, workers or os.cpu_count() or 1, timeout)
+    if progress:
+        progress(skipped, len(pts), None)
+    try:
+        with open(out / JOURNAL_FILE, "ab") as journal:
+            for point, summary in results:
+                line = json.dumps({"key": point.key, **point.axes(), "summary": summary}) + "\n"
+                journal.write(line.encode())
+                journal.flush()
+                os.fsync(journal.fileno())
+                done[point.key] = summary
+                if progress:
+                    progress(len(done), len(pts), point)
+    except (TimeoutError, concurrent.futures.TimeoutError):
+        raise SweepFailed(f"timed out after {timeout} s with {len(done)} of {len(pts)} points done; "
+                         "rerun to resume") from None
+    except _PointFailed as failed:
+        msg = (str(failed.exc).splitlines() or [""])[0]
+        raise SweepFailed(f"point {failed.point.key} failed: {type(failed.exc).__name__}: {msg} "
+                         f"({len(done)} of {len(pts)} points done; rerun to resume)") from failed.exc
+    finally:
+        _write_atomic(out / CSV_FILE, render_csv(pts, done).encode())
+    chart = out / CHART_FILE if render_chart(matrix, pts, done, out / CHART_FILE) else None
+    return SweepResult(total=len(pts), ran=len(todo), skipped=skipped, csv=out / CSV_FILE, chart=chart)
