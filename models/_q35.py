@@ -23,11 +23,8 @@ register-less handler (reads 0, writes ignored).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Coroutine
-from typing import Any, ClassVar
-
-import attrs
+from typing import Any
 
 from ._config import MachineConfig
 from ._nvme import PM173X, QEMU_NVME, NvmeIdentity
@@ -42,6 +39,7 @@ from ._pci import (
     PciFunction,
     make_bdf,
 )
+from ._virtq_wire import VirtioPciCap
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -148,31 +146,6 @@ def make_e1000e(mac: bytes = DEFAULT_MAC) -> PciFunction:
 
 
 # -- 00:03.0 ----------------------------------------------------------------------------------
-@attrs.frozen
-class VirtioPciCap:
-    """``struct virtio_pci_cap`` (virtio spec 4.1.4): a vendor capability naming one region of a BAR."""
-
-    FORMAT: ClassVar[str] = "<BBBBBB2xII"
-    SIZE: ClassVar[int] = 16
-
-    cap_vndr: int
-    cap_next: int
-    cap_len: int
-    cfg_type: int
-    bar: int
-    id: int
-    offset: int
-    length: int
-
-    def pack(self) -> bytes:
-        return struct.pack(self.FORMAT, self.cap_vndr, self.cap_next, self.cap_len, self.cfg_type, self.bar,
-                           self.id, self.offset, self.length)
-
-    @classmethod
-    def unpack(cls, data: bytes | bytearray) -> VirtioPciCap:
-        return cls(*struct.unpack(cls.FORMAT, data[: cls.SIZE]))
-
-
 class VirtioModernBar:
     """BAR4 of a modern virtio-pci function: four 4 KiB regions routed to a VirtioPciTransport.
 

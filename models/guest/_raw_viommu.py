@@ -24,7 +24,14 @@ import attrs
 from sim import Lock, sleep
 
 from .._pci_enum import PciDeviceInfo
-from .._virtq_wire import VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC
+from .._virtq_wire import (
+    VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
+    avail_ring_size,
+    desc_table_size,
+    used_ring_size,
+)
 from .._virtqueue import DriverQueue
 from .._viommu_wire import (
     F_BYPASS_CONFIG,
@@ -69,11 +76,6 @@ class RawCompletion:
             return f"UNKNOWN_{self.status}"
 
 
-def _ring_bytes(size: int) -> tuple[int, int, int]:
-    """Bytes of the descriptor table, avail ring and used ring (with event fields)."""
-    return 16 * size, 6 + 2 * size, 6 + 8 * size
-
-
 class RawViommuDriver:
     """Drives one virtio-iommu-pci function from the guest side."""
 
@@ -97,7 +99,7 @@ class RawViommuDriver:
         self.request_lock = Lock(name="viommu.request_lock")
 
     async def _alloc_ring(self, size: int) -> tuple[int, int, int]:
-        desc_b, avail_b, used_b = _ring_bytes(size)
+        desc_b, avail_b, used_b = desc_table_size(size), avail_ring_size(size), used_ring_size(size)
         desc = self.mm.kmalloc(desc_b)
         avail = self.mm.kmalloc(avail_b)
         used = self.mm.kmalloc(used_b)

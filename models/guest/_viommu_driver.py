@@ -52,7 +52,7 @@ from sortedcontainers import SortedDict
 from sim import Lock, ms, seconds, sleep, us
 
 from .._pci_enum import PciDeviceInfo
-from .._virtq_wire import VIRTIO_RING_F_INDIRECT_DESC, CommonCfg
+from .._virtq_wire import VIRTIO_RING_F_INDIRECT_DESC, CommonCfg, avail_ring_size, desc_table_size, used_ring_size
 from .._virtqueue import DriverQueue, VirtqueueError, VirtqueueFull
 from .._viommu_wire import (
     F_BYPASS_CONFIG,
@@ -321,7 +321,7 @@ class ViommuDriver:
     # -- probe -------------------------------------------------------------------------
     def _alloc_ring(self, size: int) -> tuple[int, int, int]:
         """One zeroed block for a split ring (``vring_alloc_queue``): descriptors, avail, aligned used."""
-        desc_b, avail_b, used_b = 16 * size, 6 + 2 * size, 6 + 8 * size
+        desc_b, avail_b, used_b = desc_table_size(size), avail_ring_size(size), used_ring_size(size)
         used_off = -(-(desc_b + avail_b) // VRING_ALIGN) * VRING_ALIGN
         total = used_off + used_b
         base = self.kernel.mm.alloc_pages(order_base_2(-(-total // PAGE_SIZE)))
