@@ -448,6 +448,7 @@ class VirtioIommu:
         virtio_notify).  A malformed chain breaks the device (virtio_error) and stops the loop.
         """
         async with self._bql:
+            await Timer(self.cost.viommu_notify_ps)
             await self._drain_requests()
 
     async def _drain_requests(self) -> None:

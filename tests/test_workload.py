@@ -12,12 +12,14 @@ import pytest
 
 from models._config import ConfigError, MachineConfig
 from models.guest._flush_queue import IOVA_SINGLE_FQ_SIZE, dma_domain_policy
+from sim import Simulator
 from viommu_sim._workload import LatencyHistogram, run_scenario
 from viommu_sim.cli import main
 
 RESULT_KEYS = {"iops", "bandwidth_mib_s", "latency_us", "kicks", "requests", "host_map_calls", "host_unmap_calls",
                "iotlb_flushes", "stale_window_us", "ios", "errors", "sim_time_s", "machine", "job"}
-RUN_64K = {"ios": 50, "bs": "64k", "rw": "randwrite"}
+#: every buffer page on its own (contig_pages=1): a 64 KiB I/O is 16 scatterlist segments
+RUN_64K = {"ios": 50, "bs": "64k", "rw": "randwrite", "contig_pages": 1}
 
 
 def _run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int | str | None, str, str]:
@@ -175,7 +177,77 @@ def test_run_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
 
 def test_io_above_max_hw_bytes_is_split_into_requests() -> None:
     """A 256 KiB I/O behind the vIOMMU (128 KiB per request) goes out as two requests of 32 pages each."""
-    r = run_scenario({"guest_kernel": "6.12", "nvme": "emulated"}, {"ios": 20, "bs": "256k", "rw": "read"})
+    r = run_scenario({"guest_kernel": "6.12", "nvme": "emulated"}, {"ios": 20, "bs": "256k", "rw": "read", "contig_pages": 1})
     assert (r["ios"], r["errors"], r["requests"]["UNMAP"]) == (20, 0, 40)
-    assert r["requests"]["MAP"] == 20 * 64 + 2  # one MAP per page, + PRP-list pool pages
+    assert 20 * 64 < r["requests"]["MAP"] <= 20 * 64 + 2  # one MAP per page, + the PRP-list pool's page(s)
     assert r["host_map_calls"] == 0  # QEMU's own NVMe: no VFIO container
+
+
+def _buffer_runs(contig: int, npages: int = 4096) -> list[int]:
+    """The lengths of the physically contiguous runs of one job's buffer (``npages`` pages)."""
+    from viommu_sim._workload import _Job
+
+    class _Mm:
+        def __init__(self) -> None:
+            self.next = 1 << 32
+
+        def alloc_pages(self, order: int) -> int:
+            size = 4096 << order
+            self.next = -(-self.next // size) * size
+            addr, self.next = self.next, self.next + size
+            return addr
+
+    class _K:
+        mm = _Mm()
+
+    class _R:
+        sim = Simulator(seed=3)
+        kernel = _K()
+        opts = {"seed": 0, "contig_pages": contig, "bs": 4096, "iodepth": npages}
+
+    job = _Job.__new__(_Job)
+    job.run, job.index = _R(), 0
+    pages = job._fault_in_buffer(npages)
+    assert len(set(pages)) == npages
+    runs = [1]
+    for a, b in zip(pages, pages[1:]):
+        if b == a + 4096:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs
+
+
+def test_buffer_runs_have_the_requested_mean_length() -> None:
+    """contig_pages=1 scatters every page; contig_pages=16 gives runs of 16 pages on average."""
+    assert _buffer_runs(1) == [1] * 4096
+    runs = _buffer_runs(16)
+    assert 14 <= sum(runs) / len(runs) <= 18
+
+
+def test_contiguous_buffers_need_fewer_maps_per_io() -> None:
+    """iommu_map_sg sends one MAP per contiguous run: 16 per 64 KiB I/O when scattered, about 2 at 16."""
+    job = {**RUN_64K, "ios": 256, "iodepth": 16, "numjobs": 4}  # 64 slot buffers
+    scattered = run_scenario({"guest_kernel": "6.12", "map_batching": "off"}, job)
+    runs16 = run_scenario({"guest_kernel": "6.12", "map_batching": "off"}, {**job, "contig_pages": 16})
+    assert 256 * 16 < scattered["requests"]["MAP"] <= 256 * 16 + 8  # + the PRP-list pool pages
+    assert 256 * 1.6 <= runs16["requests"]["MAP"] - 1 <= 256 * 2.4  # 1 + 15/16 expected
+
+
+def test_ramp_time_excludes_the_start_from_the_figures() -> None:
+    """With ramp_time the counters and I/Os cover only the window after it; bandwidth is over exactly runtime."""
+    job = {"rw": "randread", "iodepth": 4, "numjobs": 2, "runtime": 0.002}
+    plain = run_scenario({"guest_kernel": "6.12"}, job)
+    ramped = run_scenario({"guest_kernel": "6.12"}, {**job, "ramp_time": 0.001})
+    assert plain["sim_time_s"] == ramped["sim_time_s"] == 0.002
+    assert ramped["bandwidth_mib_s"] == pytest.approx(ramped["ios"] * 4096 / 0.002 / 2**20, abs=1e-3)
+    # in the window, each I/O is one MAP and (lazy) one UNMAP, give or take those in flight at its edges
+    assert abs(ramped["requests"]["MAP"] - ramped["ios"]) <= 8
+    assert ramped["ios"] > 0 and ramped["job"]["ramp_time"] == 0.001
+
+
+def test_bad_ramp_time_and_contig_pages_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in ((["--ramp-time", "-1"], "--ramp-time"), (["--contig-pages", "0"], "--contig-pages"),
+                          (["--contig-pages", "1024"], "--contig-pages")):
+        rc, out, err = _run_cli(capsys, *argv)
+        assert rc == 2 and out == "" and len(err.splitlines()) == 1 and message in err, (argv, err)

@@ -3,7 +3,7 @@
 The machine is given by the boot flags (plus ``--flush-queue`` and ``--map-batching``),
 the job by fio-like flags, or both by ``--scenario FILE.toml`` with tables
 ``[machine]`` (MachineConfig options), ``[job]`` (rw, bs, iodepth, numjobs,
-rwmixread, ios, runtime, seed, size) and ``[cost]`` (CostModel parameters, ps).
+rwmixread, ios, runtime, ramp_time, seed, size, contig_pages) and ``[cost]`` (CostModel parameters, ps).
 Flags given on the command line override the file.  Prints a human summary, or
 with ``--json`` one JSON object (``viommu_sim._workload.run_scenario``'s result).
 """
@@ -29,7 +29,7 @@ from .cli import UsageError, add_machine_flags
 #: command-line dest -> MachineConfig field, for the machine flags
 _MACHINE_FLAGS = ("smp", "memory", "nvme", "aw_bits", "viommu", "seed", "iommu_policy", "guest_kernel",
                   "initcall_blacklist", "flush_queue", "map_batching")
-_JOB_FLAGS = ("rw", "bs", "iodepth", "numjobs", "rwmixread", "ios", "runtime", "size")
+_JOB_FLAGS = ("rw", "bs", "iodepth", "numjobs", "rwmixread", "ios", "runtime", "ramp_time", "size", "contig_pages")
 #: a run is "long" (worth a progress bar) from this many I/Os or simulated seconds
 _LONG_IOS = 20_000
 _LONG_RUNTIME_S = 0.5
@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     j.add_argument("--numjobs", type=int, metavar="N", help="jobs, job j on CPU j %% smp (default 1)")
     j.add_argument("--rwmixread", type=int, metavar="PCT", help="randrw: percent reads (default 50)")
     j.add_argument("--size", type=str, metavar="SIZE", help="bytes of the namespace the job addresses (default 16M)")
+    j.add_argument("--contig-pages", type=int, metavar="N",
+                   help="mean physically contiguous run of the jobs' buffers, in 4 KiB pages (1: every page "
+                        "scattered; default 8)")
+    j.add_argument("--ramp-time", type=float, metavar="SECONDS",
+                   help="simulated seconds to run before measuring (default 0)")
     n = j.add_mutually_exclusive_group()
     n.add_argument("--ios", type=int, metavar="N", help="total I/Os (default 1000)")
     n.add_argument("--runtime", type=float, metavar="SECONDS", help="simulated seconds to run instead")

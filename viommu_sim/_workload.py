@@ -10,13 +10,24 @@ would with ``ioengine=libaio direct=1``:
 * ``rw``: read, write, randread, randwrite, randrw (``rwmixread`` percent reads);
   sequential offsets advance a per-job cursor over ``size`` bytes and wrap, random
   offsets are ``bs``-aligned (fio's ``blockalign``) draws from ``sim.rng``;
-* each I/O's buffer is order-0 guest pages taken from a pool allocated at the
-  start and shuffled with ``sim.rng`` (direct I/O of user pages: physically
-  scattered, so a 64 KiB I/O maps as 16 segments); an I/O larger than the
+* each job owns one buffer of ``iodepth * bs`` bytes and slot *s* always uses
+  bytes ``[s*bs, (s+1)*bs)`` of it, as fio lays out its io_u buffers; the buffer
+  is user memory (direct I/O), so its pages are physically contiguous only in
+  runs: every 4 KiB page boundary breaks the run with probability
+  ``1/contig_pages`` (``contig_pages=1``: every page on its own; a 64 KiB I/O
+  then maps as 16 segments, since ``iommu_map_sg`` sends one MAP per physically
+  contiguous run).  Runs are naturally aligned blocks of the guest page
+  allocator placed in an order shuffled with ``sim.rng``.  An I/O larger than the
   driver's ``max_hw_bytes`` is split into requests issued together, as the block
   layer splits a bio;
 * ``ios`` I/Os in all, or ``runtime`` simulated seconds (whichever ends first
-  when both are given).
+  when both are given);
+* ``ramp_time`` (fio's option): the job runs this many simulated seconds before
+  anything is measured.  Results cover the window after it: the I/Os that
+  complete in the window, counters as differences across it.  With ``runtime``
+  the window ends at the deadline (slots stop issuing then; I/Os still in flight
+  are completed but not counted), so bandwidth is bytes in the window over
+  exactly ``runtime``; with ``ios`` it ends at the last completion.
 
 Everything measured comes from counters of the models (no trace sinks): the
 virtio-iommu driver's kicks and requests by type, the VFIO container's map and
@@ -33,7 +44,6 @@ Memory does not grow with the run length: latencies go into a ``LatencyHistogram
 
 from __future__ import annotations
 
-import collections
 import re
 from typing import Any, Callable
 
@@ -43,7 +53,7 @@ from models._config import ConfigError, MachineConfig
 from models._cost import CostModel
 from models._machine import build_machine
 from models.guest._boot import boot
-from sim import PS_PER_S, Simulator, Task
+from sim import PS_PER_S, Simulator, Task, sleep
 
 PAGE_SIZE = 4096
 SECTOR = 512
@@ -52,7 +62,13 @@ DEFAULT_SIZE = 16 << 20
 DEFAULT_IOS = 1000
 NVME_READ, NVME_WRITE = 0x02, 0x01
 RW_MODES = ("read", "write", "randread", "randwrite", "randrw")
-JOB_KEYS = ("rw", "bs", "iodepth", "numjobs", "rwmixread", "ios", "runtime", "seed", "size")
+JOB_KEYS = ("rw", "bs", "iodepth", "numjobs", "rwmixread", "ios", "runtime", "seed", "size", "contig_pages",
+            "ramp_time")
+#: mean physically contiguous run of a job's user buffer, in pages: fitted by benchmarks/calibration.py
+#: (the published measurement does not report its buffers' layout; see ARCHITECTURE.md, "Calibration")
+DEFAULT_CONTIG_PAGES = 16
+#: a run lies in one allocator block of at most MAX_ORDER's 1024 pages, with room to spare
+MAX_RUN_PAGES = 1023
 REQUEST_TYPES = ("ATTACH", "DETACH", "MAP", "UNMAP", "PROBE")
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
@@ -78,7 +94,7 @@ def _int_option(job: dict[str, Any], key: str, default: int | None, lo: int, hi:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError(f"--{key}", f"invalid value {value!r} (an integer from {lo} to {hi})")
+        raise ConfigError("--" + key.replace("_", "-"), f"invalid value {value!r} (an integer from {lo} to {hi})")
     return value
 
 
@@ -101,6 +117,9 @@ def job_options(job: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(runtime, (int, float)) or isinstance(runtime, bool) or not 0 < runtime <= 3600:
             raise ConfigError("--runtime", f"invalid value {runtime!r} (simulated seconds, 0 < runtime <= 3600)")
     ios = _int_option(job, "ios", None if runtime is not None else DEFAULT_IOS, 1, 10**9)
+    ramp = job.get("ramp_time", 0)
+    if not isinstance(ramp, (int, float)) or isinstance(ramp, bool) or not 0 <= ramp <= 3600:
+        raise ConfigError("--ramp-time", f"invalid value {ramp!r} (simulated seconds, 0 <= ramp_time <= 3600)")
     return {
         "rw": rw,
         "bs": bs,
@@ -111,6 +130,8 @@ def job_options(job: dict[str, Any]) -> dict[str, Any]:
         "runtime": runtime,
         "seed": _int_option(job, "seed", 0, 0, 2**64 - 1),
         "size": size,
+        "ramp_time": ramp,
+        "contig_pages": _int_option(job, "contig_pages", DEFAULT_CONTIG_PAGES, 1, MAX_RUN_PAGES),
     }
 
 
@@ -164,6 +185,12 @@ class _Counters:
         if self.viommu is not None:
             self.viommu.unmap_stale_max_ps = 0  # the job's own maximum
         self.start = self._read()
+        self.end: dict[str, int] | None = None
+
+    def stop(self) -> None:
+        """Take the end snapshot now (the window closed)."""
+        if self.end is None:
+            self.end = self._read()
 
     def _read(self) -> dict[str, int]:
         v, c, inv = self.viommu, self.container, self.invalidation
@@ -178,7 +205,7 @@ class _Counters:
         return out
 
     def delta(self) -> dict[str, Any]:
-        end = self._read()
+        end = self.end if self.end is not None else self._read()
         d = {k: end[k] - self.start[k] for k in end}
         unmaps = d["unmaps"]
         return {
@@ -203,6 +230,33 @@ class _Job:
         self.cpu = index % run.kernel.ncpus
         self.rng = run.sim.rng(f"workload.seed{run.opts['seed']}.job{index}")
         self.cursor = 0
+        self.pages_per_io = -(-run.opts["bs"] // PAGE_SIZE)
+        self.buffer = self._fault_in_buffer(run.opts["iodepth"] * self.pages_per_io)
+
+    def _fault_in_buffer(self, npages: int) -> list[int]:
+        """The physical pages behind the job's buffer: runs of contiguous pages (a run ends at each page
+        boundary with probability 1/contig_pages), each run at the start of its own block of the guest
+        allocator, larger than the run so that no two runs touch; the runs in a shuffled order."""
+        run, contig = self.run, self.run.opts["contig_pages"]
+        rng = run.sim.rng(f"workload.seed{run.opts['seed']}.job{self.index}.buffer")
+        lengths = [1]
+        for _ in range(npages - 1):  # each boundary: the run goes on with probability 1 - 1/contig
+            if contig > 1 and lengths[-1] < MAX_RUN_PAGES and rng.randrange(contig):
+                lengths[-1] += 1
+            else:
+                lengths.append(1)
+        blocks = []
+        for length in lengths:
+            order = length.bit_length()  # a block with room to spare: a run never ends where the next begins
+            base = run.kernel.mm.alloc_pages(order)
+            blocks.append([base + i * PAGE_SIZE for i in range(length)])
+        rng.shuffle(blocks)
+        return [page for block in blocks for page in block]
+
+    def slot_pages(self, slot: int) -> list[int]:
+        """The pages of slot ``slot``'s buffer, in order."""
+        n = self.pages_per_io
+        return self.buffer[slot * n:(slot + 1) * n]
 
     def next_io(self) -> tuple[int, int]:
         """(opcode, byte offset) of this job's next I/O."""
@@ -253,28 +307,36 @@ class _Run:
         self.deadline_ps: int | None = None
         self._next_report = 0
         self._report_step = 1
-        # the page pool: order-0 pages, shuffled once, taken from the front and returned to the back
-        pages_per_io = -(-opts["bs"] // PAGE_SIZE)
-        npages = max(2 * opts["numjobs"] * opts["iodepth"] * pages_per_io, 256)
-        pool = [kernel.mm.alloc_pages(0) for _ in range(npages)]
-        sim.rng(f"workload.seed{opts['seed']}.pages").shuffle(pool)
-        self.pool = collections.deque(pool)
-        self.counters = _Counters(kernel, machine)
+        self.machine = machine
+        self.counters: _Counters | None = None
 
     async def main(self) -> None:
         sim, o = self.sim, self.opts
-        self.start_ps = self.end_ps = sim.now
+        self.start_ps = self.end_ps = sim.now + round(o["ramp_time"] * PS_PER_S)
         if o["runtime"] is not None:
-            self.deadline_ps = sim.now + round(o["runtime"] * PS_PER_S)
+            self.deadline_ps = self.start_ps + round(o["runtime"] * PS_PER_S)
+        sim.spawn(self._window(), name="fio.window")
         total = o["ios"] if o["ios"] is not None else round(o["runtime"] * 1e6)
         self._report_step = max(1, total // 200)
         tasks: list[Task[None]] = []
         for j in range(o["numjobs"]):
             job = _Job(self, j)
             for slot in range(o["iodepth"]):
-                tasks.append(sim.spawn(self._slot(job), name=f"fio.job{j}.{slot}"))
+                tasks.append(sim.spawn(self._slot(job, job.slot_pages(slot)), name=f"fio.job{j}.{slot}"))
         for task in tasks:
             await task
+        if self.counters is None:  # every I/O finished inside the ramp
+            self.counters = _Counters(self.kernel, self.machine)
+        self.counters.stop()
+
+    async def _window(self) -> None:
+        """Read the counters when the ramp ends, and again at the deadline."""
+        await sleep(self.start_ps - self.sim.now)
+        self.counters = _Counters(self.kernel, self.machine)
+        if self.deadline_ps is not None:
+            await sleep(self.deadline_ps - self.sim.now)
+            self.counters.stop()
+            self.end_ps = self.deadline_ps
 
     def _take(self) -> bool:
         """May a slot issue another I/O?"""
@@ -286,16 +348,15 @@ class _Run:
         self.issued += 1
         return True
 
-    async def _slot(self, job: _Job) -> None:
+    async def _slot(self, job: _Job, pages: list[int]) -> None:
         sim, bs = self.sim, self.opts["bs"]
-        npages = -(-bs // PAGE_SIZE)
         while self._take():
             opcode, offset = job.next_io()
-            pages = [self.pool.popleft() for _ in range(npages)]
             t0 = sim.now
             status = await self._io(job.cpu, opcode, offset, pages)
             now = sim.now
-            self.pool.extend(pages)
+            if now < self.start_ps or (self.deadline_ps is not None and now > self.deadline_ps):
+                continue  # outside the measured window
             self.latency.add((now - t0) // 1000)
             self.completed += 1
             self.end_ps = now
@@ -330,7 +391,7 @@ class _Run:
             self.progress((self.sim.now - self.start_ps) // 1_000_000, round(self.opts["runtime"] * 1e6))
 
     def result(self) -> dict[str, Any]:
-        elapsed_ps = self.end_ps - self.start_ps
+        elapsed_ps = max(self.end_ps - self.start_ps, 0)
         secs = elapsed_ps / PS_PER_S
         lat = self.latency
         out: dict[str, Any] = {
@@ -346,6 +407,7 @@ class _Run:
                 "max": round(lat.max / 1000, 3),
             },
         }
+        assert self.counters is not None
         out.update(self.counters.delta())
         return out
 

@@ -13,9 +13,10 @@ The boot sequence (initcall order, async and deferred probe) lives in
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
-from sim import Simulator
+from sim import Cancelled, Event, Simulator
 
 from .._memory import GIB
 from ._device import GuestDevice
@@ -25,6 +26,66 @@ from ._printk import Printk
 #: memory the early boot has already used before drivers allocate (kernel image, memmap, ...):
 #: an estimate, it only shifts the physical addresses of DMA buffers
 EARLY_BOOT_RESERVED = 256 * (1 << 20)
+
+
+class Cpu:
+    """One vCPU as a resource: one code path at a time, interrupt handlers first.
+
+    ``async with cpu.task():`` around process-context work (the block layer's submission path),
+    ``async with cpu.irq():`` around a completion handler.  When the CPU frees up, a waiting
+    handler runs before any waiting task: an interrupt preempts process context as soon as that
+    context re-enables interrupts (the model switches only between code paths, so a task's path
+    finishes first -- it holds ``request_lock`` with interrupts off for most of it anyway).
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.busy = False
+        self._irq_waiters: collections.deque[Event] = collections.deque()
+        self._task_waiters: collections.deque[Event] = collections.deque()
+
+    def task(self) -> _CpuHold:
+        return _CpuHold(self, self._task_waiters)
+
+    def irq(self) -> _CpuHold:
+        return _CpuHold(self, self._irq_waiters)
+
+    async def _acquire(self, waiters: collections.deque[Event]) -> None:
+        if not self.busy:
+            self.busy = True
+            return
+        turn = Event(f"cpu{self.index}.turn")
+        waiters.append(turn)
+        try:
+            await turn.wait()
+        except Cancelled:
+            if turn.is_set():  # the CPU was handed to us just before the cancel
+                self._release()
+            else:
+                waiters.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        waiters = self._irq_waiters or self._task_waiters
+        if waiters:
+            waiters.popleft().set()  # handed over: stays busy
+        else:
+            self.busy = False
+
+
+class _CpuHold:
+    __slots__ = ("cpu", "waiters")
+
+    def __init__(self, cpu: Cpu, waiters: collections.deque[Event]) -> None:
+        self.cpu = cpu
+        self.waiters = waiters
+
+    async def __aenter__(self) -> Cpu:
+        await self.cpu._acquire(self.waiters)
+        return self.cpu
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cpu._release()
 
 
 class GuestKernel:
@@ -42,8 +103,19 @@ class GuestKernel:
         self.devices: dict[int, GuestDevice] = {}
         #: the IOMMU core (set when the iommu subsystem initialises)
         self.iommu: Any = None
+        #: the vCPUs as resources (see ``Cpu``)
+        self.cpus = [Cpu(i) for i in range(self.ncpus)]
         #: PCI host bridge memory windows as inclusive (start, end) bus addresses (from enumeration)
         self.host_bridge_windows: list[tuple[int, int]] = []
+
+    def on_cpu(self, cpu: int, *, irq: bool = False) -> _CpuHold:
+        """``async with kernel.on_cpu(cpu):`` around a code path that keeps vCPU ``cpu`` busy (the
+        block layer's submission down to the doorbell; with ``irq=True`` a completion handler).
+        Waiting for a tag or for the device must not hold it.  So the fio jobs that share a vCPU
+        submit one after another, and at most ``smp`` code paths spin on a guest spinlock at once,
+        as on the real machine; a waiter spinning on ``request_lock`` keeps its CPU."""
+        cpu_ = self.cpus[cpu]
+        return cpu_.irq() if irq else cpu_.task()
 
     def log(self, text: str) -> None:
         self.printk.log(self.sim.now, text)

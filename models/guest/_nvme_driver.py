@@ -742,7 +742,10 @@ class NvmeDriver:
             if found:
                 await self._ring_cq_doorbell(q)
             for req, status, result in done:
-                await self._end_request(q, req, status, result, q.irq_cpu)
+                async with self.kernel.on_cpu(q.irq_cpu, irq=True):
+                    if q.qid:
+                        await sleep(self.kernel.cost.guest_io_complete_ps)
+                    await self._end_request(q, req, status, result, q.irq_cpu)
         q.irq_running = False
 
     def _poll_cq(self, q: _Queue) -> tuple[int, list[tuple[_Request, int, int]]]:
@@ -881,21 +884,24 @@ class NvmeDriver:
         cid = (q.genctr[tag] & 0xF) << 12 | tag
         req = _Request(q.qid, tag, cid, opcode, cpu, Event(f"{self.name}q{q.qid}.cid{cid}"))
         sqe = dict(fields)
-        if data is not None:
-            try:
-                req.mapping = await self._map_data(q, cpu, *data, sqe)
-            except DmaMappingError:
-                q.free_tag(tag)
-                req.status, req.finished = -ENOMEM, True
-                return req
-        q.inflight[tag] = req
-        async with q.lock:
-            entry = SubmissionEntry(opcode=opcode, cid=cid, **sqe)
-            self._mem.write(q.sq.paddr(q.sq_tail * 64), entry.pack())
-            q.sq_tail = (q.sq_tail + 1) % q.depth
-            if self.sim.tracing:
-                self._trace("nvme_queue_rq", queue=q.qid, cid=cid, opcode=opcode, cpu=cpu)
-            await self._write_sq_db(q)
+        async with self.kernel.on_cpu(cpu):  # from the block layer to the doorbell, the CPU is busy
+            if q.qid:
+                await sleep(self.kernel.cost.guest_io_submit_ps)
+            if data is not None:
+                try:
+                    req.mapping = await self._map_data(q, cpu, *data, sqe)
+                except DmaMappingError:
+                    q.free_tag(tag)
+                    req.status, req.finished = -ENOMEM, True
+                    return req
+            q.inflight[tag] = req
+            async with q.lock:
+                entry = SubmissionEntry(opcode=opcode, cid=cid, **sqe)
+                self._mem.write(q.sq.paddr(q.sq_tail * 64), entry.pack())
+                q.sq_tail = (q.sq_tail + 1) % q.depth
+                if self.sim.tracing:
+                    self._trace("nvme_queue_rq", queue=q.qid, cid=cid, opcode=opcode, cpu=cpu)
+                await self._write_sq_db(q)
         return req
 
     async def _wait(self, q: _Queue, req: _Request, timeout: int) -> None:

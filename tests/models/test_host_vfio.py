@@ -7,7 +7,7 @@ from models._cost import CostModel
 from models._host import HostMapping, HostVfio
 from models._viommu import VirtioIommu
 from models._viommu_wire import AttachReq, DetachReq, MapReq, Status, UnmapReq
-from sim import ListSink, Simulator, ns, us
+from sim import ListSink, Simulator, ns
 
 Q35_BDFS = (0x00, 0x08, 0x10, 0x18, 0x20, 0xF8, 0xFA, 0xFB)
 NVME, AHCI = 0x20, 0xFA
@@ -25,7 +25,7 @@ def container(**kw: object):
 def test_dma_map_pins_pages_and_costs_ioctl_plus_per_page():
     """A 16 KiB map pins four 4 KiB pages and costs one ioctl plus four page pins."""
     host, c = container()
-    assert c.dma_map(0x10000, 0x4000, 0x7000000, False) == (0, us(5) + 4 * ns(100))
+    assert c.dma_map(0x10000, 0x4000, 0x7000000, False) == (0, COST.vfio_map_ioctl_ps + 4 * ns(100))
     assert c.mappings() == [HostMapping(0x10000, 0x4000, 0x7000000, False)]
     assert (c.pinned_pages, host.pinned_pages, c.map_calls) == (4, 4, 1)
     assert c.lookup(0x13FFF) == c.mappings()[0] and c.lookup(0x14000) is None

@@ -432,7 +432,8 @@ class Guest:
 
 
 def test_glue_answers_each_chain_in_ring_order_with_one_used_entry_each():
-    """One kick drains the queue: replies written, used entries pushed in order, time charged per request."""
+    """One kick drains the queue: replies written, used entries pushed in order, time charged per notification
+    and per request."""
     g = Guest()
     h1, r1 = g.post(AttachReq(1, AHCI).pack(), 4)
     h2, r2 = g.post(MapReq(1, 0x1000, 0x1FFF, 0xA000, 3).pack(), 4)
@@ -441,7 +442,8 @@ def test_glue_answers_each_chain_in_ring_order_with_one_used_entry_each():
     assert [g.q[0].get_used() for _ in range(3)] == [(h1, 4), (h2, 4), (h3, 516)]
     assert g.mem.read(r1, 4) == g.mem.read(r2, 4) == ReqTail(Status.OK).pack()
     assert g.mem.read(r3 + 512, 4) == ReqTail(Status.OK).pack()
-    assert g.sim.now == 3 * MachineConfig().cost.viommu_request_ps
+    cost = MachineConfig().cost
+    assert g.sim.now == cost.viommu_notify_ps + 3 * cost.viommu_request_ps
     assert [r.event for r in g.sink.records if r.event in ("virtio_iommu_handle_command", "virtqueue_fill")] == [
         "virtio_iommu_handle_command", "virtqueue_fill", "virtqueue_fill", "virtqueue_fill"]
     assert g.irqs[:1] == [True]
@@ -490,7 +492,8 @@ def test_glue_seed_map_trace_starts_at_handle_command():
     notify = next(r.fields for r in g.sink.records if r.event == "virtio_iommu_notify_map")
     assert (notify["virt_start"], notify["virt_end"], notify["paddr"], notify["flags"]) == (
         4294422528, 4294426623, 4653244416, 2)
-    assert g.sim.now - start == cfg.cost.viommu_request_ps + cfg.cost.vfio_map_ioctl_ps + cfg.cost.vfio_map_per_page_ps
+    assert g.sim.now - start == (cfg.cost.viommu_notify_ps + cfg.cost.viommu_request_ps + cfg.cost.vfio_map_ioctl_ps
+                                 + cfg.cost.vfio_map_per_page_ps)
 
 
 def test_glue_fault_is_written_into_the_next_eventq_buffer():
@@ -559,5 +562,6 @@ def test_glue_kicks_from_two_vcpus_are_handled_one_after_the_other():
     g.sim.run_sync()
     assert all(t.done() for t in tasks)
     assert [g.q[0].get_used(), g.q[0].get_used()] == [(h1, 4), (h2, 4)]
-    assert g.sim.now == 2 * MachineConfig().cost.viommu_request_ps
+    cost = MachineConfig().cost
+    assert g.sim.now == 2 * cost.viommu_notify_ps + 2 * cost.viommu_request_ps  # the second kick pops nothing
     assert [r.event for r in g.sink.records].count("virtio_iommu_handle_command") == 2

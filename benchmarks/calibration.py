@@ -1,0 +1,51 @@
+"""The calibration benchmark: the published strict/lazy bandwidth table, side by side with the model.
+
+Runs the eight configurations of ``shared/reference/calibration.md`` (fio randwrite, 16 jobs x
+iodepth 16 x 64 KiB, VFIO NVMe behind virtio-iommu) through the whole stack with the default
+cost model, and prints each row's published bandwidth (percent of the host), the model's, the
+difference and whether it is within the tolerance (3 percentage points), with the latency the
+model predicts (not calibrated).  Exit status 1 when a row is outside the tolerance.
+
+    python benchmarks/calibration.py             # the calibration machine (1 vCPU): 8 rows x 5 runs, ~2 min on 2 cores
+    python benchmarks/calibration.py --smp 4     # what the model predicts on 4 vCPUs (not a calibration)
+
+What the rows are, and why the calibration machine has one vCPU: viommu_sim/_calibration.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from viommu_sim._calibration import CALIBRATION_SMP, JOB, REPETITIONS, TOLERANCE_PP, run, table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--smp", type=int, default=CALIBRATION_SMP, help="guest vCPUs (default: the calibration's 1)")
+    ap.add_argument("--runtime", type=float, default=JOB["runtime"], help="measured simulated seconds per row")
+    ap.add_argument("--ramp-time", type=float, default=JOB["ramp_time"], help="simulated seconds before measuring")
+    ap.add_argument("--repetitions", type=int, default=REPETITIONS, help="runs per row, averaged (job seeds 0..N-1)")
+    ap.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    entries = run(args.smp, {"runtime": args.runtime, "ramp_time": args.ramp_time}, repetitions=args.repetitions,
+                  workers=args.workers)
+    wall = time.perf_counter() - t0
+    print(f"fio randwrite 16 jobs x iodepth 16 x 64 KiB, {args.smp} vCPU(s), ramp {args.ramp_time} s + "
+          f"{args.runtime} s simulated per run, {args.repetitions} runs per row; bandwidth: the mean over the runs, "
+          f"relative to the first row's (range: single runs)")
+    print(table(entries))
+    worst = max(abs(e["delta_pp"]) for e in entries)
+    inside = sum(e["within"] for e in entries)
+    print(f"{inside}/{len(entries)} rows within +-{TOLERANCE_PP:.0f} pp (largest difference {worst:.1f} pp); "
+          f"{wall:.1f} s wall")
+    if args.smp != CALIBRATION_SMP:
+        print(f"(a prediction for {args.smp} vCPUs: the published table was fitted on {CALIBRATION_SMP})")
+        return 0
+    return 0 if inside == len(entries) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

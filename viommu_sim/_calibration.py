@@ -1,0 +1,128 @@
+"""The calibration: the published strict/lazy bandwidth table against the model with its default costs.
+
+The published measurement (J.-P. Brucker on the Linux IOMMU list, 2023-08-02, in reply to
+N. Schnelle's single-flush-queue RFC; see ``shared/reference/calibration.md``): an NVMe drive
+assigned with VFIO to a KVM guest behind virtio-iommu, fio randwrite, 16 jobs x iodepth 16 x 64 KiB,
+libaio, direct I/O; bandwidth relative to the same disk used by the host.
+
+Each row of the table is one machine of the model (``ROWS``); every row runs the same fio job
+(``JOB``) with ``ramp_time`` (the queue of 256 I/Os fills the disk's backlog at the start; fio's
+own ramp_time serves the same purpose) and the bandwidth is taken over ``runtime`` after it.  The
+calibration machine is the default machine with one change: **one vCPU**.  The guest's vCPU count
+is not published; the table shows the strict rows paying a whole UNMAP round trip per I/O over the
+lazy ones, which happens when syncs do not overlap -- with several vCPUs contending for the
+driver's ``request_lock``, a strict UNMAP usually completes inside another vCPU's sync and the
+model predicts almost no strict/lazy gap (``predict`` shows it for any ``smp``).
+
+Fitted to this table: ``viommu_notify_ps``, ``vfio_map_ioctl_ps``, ``vfio_unmap_ioctl_ps``,
+``host_iotlb_inval_ps`` (CostModel) and the job's ``contig_pages`` default (how physically
+contiguous fio's buffers are: not published either).  Everything else keeps its documented
+first estimate.  Latency is not calibrated: ``run`` reports what the model predicts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import statistics
+from typing import Any, Sequence
+
+import attrs
+
+from ._workload import run_scenario
+
+#: the fio job of the measurement; ``runtime``/``ramp_time`` are the simulation's window (seconds)
+JOB: dict[str, Any] = {"rw": "randwrite", "bs": "64k", "numjobs": 16, "iodepth": 16,
+                       "runtime": 0.1, "ramp_time": 0.1}
+#: the calibration machine: the default machine with one vCPU (see the module note)
+CALIBRATION_SMP = 1
+#: runs per row (job seeds 0..REPETITIONS-1), averaged: the measurement averaged 30 or more runs
+REPETITIONS = 5
+#: the tolerance of the issue: each row within this many percentage points of the published figure
+TOLERANCE_PP = 3.0
+
+
+@attrs.frozen
+class Row:
+    """One configuration of the table: its label, the published figure and the model's machine."""
+
+    label: str
+    published_pct: float
+    machine: dict[str, Any] = attrs.field(converter=dict)
+    #: cost overrides of this row (the host row only: a bare-metal machine has no interrupt injection)
+    cost: dict[str, int] = attrs.field(factory=dict, converter=dict)
+
+
+_VIOMMU = {"viommu": "on", "guest_kernel": "6.12"}
+#: the published table (percent of the host's bandwidth), each row as a machine of the model
+ROWS: tuple[Row, ...] = (
+    Row("host (no virtualisation)", 100.0, {"viommu": "none"}, {"irq_delivery_ps": 0}),
+    Row("guest, no vIOMMU", 99.9, {"viommu": "none"}),
+    Row("virtio-iommu lazy, single queue, +map", 99.9,
+        {**_VIOMMU, "iommu_policy": "lazy", "flush_queue": "single", "map_batching": "on"}),
+    Row("virtio-iommu lazy, per-CPU queues, +map", 99.9,
+        {**_VIOMMU, "iommu_policy": "lazy", "flush_queue": "percpu", "map_batching": "on"}),
+    Row("virtio-iommu lazy, single queue", 92.2,
+        {**_VIOMMU, "iommu_policy": "lazy", "flush_queue": "single", "map_batching": "off"}),
+    Row("virtio-iommu lazy, per-CPU queues", 91.5,
+        {**_VIOMMU, "iommu_policy": "lazy", "flush_queue": "percpu", "map_batching": "off"}),
+    Row("virtio-iommu strict, +map", 92.7, {**_VIOMMU, "iommu_policy": "strict", "map_batching": "on"}),
+    Row("virtio-iommu strict", 81.3, {**_VIOMMU, "iommu_policy": "strict", "map_batching": "off"}),
+)
+
+
+def _run_row(args: tuple[Row, int, dict[str, Any]]) -> dict[str, Any]:
+    row, smp, job = args
+    return run_scenario({**row.machine, "smp": smp}, job, row.cost)
+
+
+def run(smp: int = CALIBRATION_SMP, job: dict[str, Any] | None = None, *, repetitions: int = REPETITIONS,
+        workers: int | None = None, rows: Sequence[Row] = ROWS) -> list[dict[str, Any]]:
+    """Run every row ``repetitions`` times (job seeds 0, 1, ...: each repetition lays out fio's
+    buffers anew, as each run of the real benchmark did) on ``smp`` vCPUs, in a process pool.
+
+    One dict per row, in table order: label, published_pct, model_pct (mean bandwidth relative to
+    the first row's), min_pct / max_pct (single repetitions), delta_pp, within (``|delta| <=
+    TOLERANCE_PP``), bandwidth_mib_s, latency_us (mean over repetitions of mean and p99),
+    kicks_per_io, maps_per_io."""
+    job = {**JOB, **(job or {})}
+    tasks = [(row, smp, {**job, "seed": seed}) for row in rows for seed in range(repetitions)]
+    if workers == 1:
+        results = [_run_row(t) for t in tasks]
+    else:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_run_row, tasks))
+    per_row = [results[i * repetitions:(i + 1) * repetitions] for i in range(len(rows))]
+    base = statistics.fmean(r["bandwidth_mib_s"] for r in per_row[0])
+    out = []
+    for row, reps in zip(rows, per_row):
+        bws = [r["bandwidth_mib_s"] for r in reps]
+        pct = 100.0 * statistics.fmean(bws) / base if base else 0.0
+        ios = max(sum(r["ios"] for r in reps), 1)
+        out.append({
+            "label": row.label,
+            "published_pct": row.published_pct,
+            "model_pct": round(pct, 1),
+            "min_pct": round(100.0 * min(bws) / base, 1) if base else 0.0,
+            "max_pct": round(100.0 * max(bws) / base, 1) if base else 0.0,
+            "delta_pp": round(round(pct, 1) - row.published_pct, 1),
+            "within": abs(round(pct, 1) - row.published_pct) <= TOLERANCE_PP,
+            "bandwidth_mib_s": round(statistics.fmean(bws), 1),
+            "latency_us": {k: round(statistics.fmean(r["latency_us"][k] for r in reps), 1) for k in ("mean", "p99")},
+            "kicks_per_io": round(sum(r["kicks"] for r in reps) / ios, 2),
+            "maps_per_io": round(sum(r["requests"]["MAP"] for r in reps) / ios, 2),
+        })
+    return out
+
+
+def table(entries: list[dict[str, Any]]) -> str:
+    """The side-by-side table as text (published, model mean and range, difference, predicted latency)."""
+    width = max(len(e["label"]) for e in entries)
+    lines = [f"{'configuration':<{width}}  published   model  (range)        delta  ok    MiB/s  "
+             f"latency mean / p99 us  kicks/io  MAP/io"]
+    for e in entries:
+        lat = e["latency_us"]
+        rng = f"({e['min_pct']:.1f}-{e['max_pct']:.1f})"
+        lines.append(f"{e['label']:<{width}}  {e['published_pct']:8.1f}%  {e['model_pct']:5.1f}%  {rng:<13s}  "
+                     f"{e['delta_pp']:+5.1f}  {'yes' if e['within'] else 'NO ':3s}  {e['bandwidth_mib_s']:7.1f}  "
+                     f"{lat['mean']:10.0f} / {lat['p99']:<8.0f}  {e['kicks_per_io']:8.2f}  {e['maps_per_io']:6.2f}")
+    return "\n".join(lines)
