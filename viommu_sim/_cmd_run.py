@@ -145,8 +145,9 @@ def _summary(r: dict[str, Any]) -> str:
     return "\n".join([
         f"{j['rw']}: bs={j['bs']} iodepth={j['iodepth']} numjobs={j['numjobs']}"
         + (f" rwmixread={j['rwmixread']}" if j["rw"] == "randrw" else "")
-        + f"; smp={m['smp']} nvme={m['nvme']}, {iommu}",
-        f"  ios={r['ios']} errors={r['errors']} simulated time={r['sim_time_s'] * 1e3:.3f} ms",
+        + f" contig_pages={j['contig_pages']}; smp={m['smp']} nvme={m['nvme']}, {iommu}",
+        f"  ios={r['ios']} errors={r['errors']} simulated time={r['sim_time_s'] * 1e3:.3f} ms"
+        + (f" (after a ramp of {j['ramp_time'] * 1e3:.3f} ms)" if j["ramp_time"] else ""),
         f"  IOPS={r['iops']:.1f}  BW={r['bandwidth_mib_s']:.1f} MiB/s",
         f"  lat (us): mean={lat['mean']:.3f} p50={lat['p50']:.3f} p99={lat['p99']:.3f} max={lat['max']:.3f}",
         f"  virtio-iommu: kicks={r['kicks']} ({r['kicks'] / ios:.2f} per I/O), requests: {reqs or 'none'}",
