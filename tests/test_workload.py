@@ -13,7 +13,8 @@ import pytest
 from models._config import ConfigError, MachineConfig
 from models.guest._flush_queue import IOVA_SINGLE_FQ_SIZE, dma_domain_policy
 from sim import Simulator
-from viommu_sim._workload import LatencyHistogram, run_scenario
+from models.guest._mm import PageAllocator
+from viommu_sim._workload import LatencyHistogram, run_scenario, user_buffer_pages
 from viommu_sim.cli import main
 
 RESULT_KEYS = {"iops", "bandwidth_mib_s", "latency_us", "kicks", "requests", "host_map_calls", "host_unmap_calls",
@@ -185,29 +186,8 @@ def test_io_above_max_hw_bytes_is_split_into_requests() -> None:
 
 def _buffer_runs(contig: int, npages: int = 4096) -> list[int]:
     """The lengths of the physically contiguous runs of one job's buffer (``npages`` pages)."""
-    from viommu_sim._workload import _Job
-
-    class _Mm:
-        def __init__(self) -> None:
-            self.next = 1 << 32
-
-        def alloc_pages(self, order: int) -> int:
-            size = 4096 << order
-            self.next = -(-self.next // size) * size
-            addr, self.next = self.next, self.next + size
-            return addr
-
-    class _K:
-        mm = _Mm()
-
-    class _R:
-        sim = Simulator(seed=3)
-        kernel = _K()
-        opts = {"seed": 0, "contig_pages": contig, "bs": 4096, "iodepth": npages}
-
-    job = _Job.__new__(_Job)
-    job.run, job.index = _R(), 0
-    pages = job._fault_in_buffer(npages)
+    mm = PageAllocator(1 << 32, 1 << 36)
+    pages = user_buffer_pages(mm, Simulator(seed=3).rng("buffer"), npages, contig)
     assert len(set(pages)) == npages
     runs = [1]
     for a, b in zip(pages, pages[1:]):

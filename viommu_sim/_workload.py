@@ -98,6 +98,19 @@ def _int_option(job: dict[str, Any], key: str, default: int | None, lo: int, hi:
     return value
 
 
+def _seconds_option(job: dict[str, Any], key: str, default: float | None, *, zero_ok: bool) -> Any:
+    """A simulated duration in seconds: a number up to 3600, above 0 (or at least 0 with ``zero_ok``)."""
+    value = job.get(key, default)
+    if value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (0 <= value if zero_ok else 0 < value) or value > 3600:
+        rel = "<=" if zero_ok else "<"
+        raise ConfigError("--" + key.replace("_", "-"),
+                          f"invalid value {value!r} (simulated seconds, 0 {rel} {key} <= 3600)")
+    return value
+
+
 def job_options(job: dict[str, Any]) -> dict[str, Any]:
     """The job's options with defaults filled in and checked (ConfigError names the bad one)."""
     unknown = [k for k in job if k not in JOB_KEYS]
@@ -112,14 +125,9 @@ def job_options(job: dict[str, Any]) -> dict[str, Any]:
     size = parse_bytes(job.get("size", DEFAULT_SIZE), "--size")
     if size < bs:
         raise ConfigError("--size", f"{size} bytes is smaller than one block of {bs}")
-    runtime = job.get("runtime")
-    if runtime is not None:
-        if not isinstance(runtime, (int, float)) or isinstance(runtime, bool) or not 0 < runtime <= 3600:
-            raise ConfigError("--runtime", f"invalid value {runtime!r} (simulated seconds, 0 < runtime <= 3600)")
+    runtime = _seconds_option(job, "runtime", None, zero_ok=False)
     ios = _int_option(job, "ios", None if runtime is not None else DEFAULT_IOS, 1, 10**9)
-    ramp = job.get("ramp_time", 0)
-    if not isinstance(ramp, (int, float)) or isinstance(ramp, bool) or not 0 <= ramp <= 3600:
-        raise ConfigError("--ramp-time", f"invalid value {ramp!r} (simulated seconds, 0 <= ramp_time <= 3600)")
+    ramp = _seconds_option(job, "ramp_time", 0, zero_ok=True)
     return {
         "rw": rw,
         "bs": bs,
@@ -221,6 +229,25 @@ class _Counters:
         }
 
 
+def user_buffer_pages(mm: Any, rng: Any, npages: int, contig: int) -> list[int]:
+    """The physical pages behind a job's buffer of ``npages`` pages: runs of contiguous pages (a run
+    ends at each page boundary with probability 1/``contig``), each run at the start of its own block
+    of the guest allocator ``mm``, larger than the run so that no two runs touch; the runs in an
+    order shuffled with ``rng``."""
+    lengths = [1]
+    for _ in range(npages - 1):  # each boundary: the run goes on with probability 1 - 1/contig
+        if contig > 1 and lengths[-1] < MAX_RUN_PAGES and rng.randrange(contig):
+            lengths[-1] += 1
+        else:
+            lengths.append(1)
+    blocks = []
+    for length in lengths:
+        base = mm.alloc_pages(length.bit_length())  # room to spare: a run never ends where the next begins
+        blocks.append([base + i * PAGE_SIZE for i in range(length)])
+    rng.shuffle(blocks)
+    return [page for block in blocks for page in block]
+
+
 class _Job:
     """One fio job: its CPU, offset cursor, RNG stream and slots."""
 
@@ -231,27 +258,9 @@ class _Job:
         self.rng = run.sim.rng(f"workload.seed{run.opts['seed']}.job{index}")
         self.cursor = 0
         self.pages_per_io = -(-run.opts["bs"] // PAGE_SIZE)
-        self.buffer = self._fault_in_buffer(run.opts["iodepth"] * self.pages_per_io)
-
-    def _fault_in_buffer(self, npages: int) -> list[int]:
-        """The physical pages behind the job's buffer: runs of contiguous pages (a run ends at each page
-        boundary with probability 1/contig_pages), each run at the start of its own block of the guest
-        allocator, larger than the run so that no two runs touch; the runs in a shuffled order."""
-        run, contig = self.run, self.run.opts["contig_pages"]
-        rng = run.sim.rng(f"workload.seed{run.opts['seed']}.job{self.index}.buffer")
-        lengths = [1]
-        for _ in range(npages - 1):  # each boundary: the run goes on with probability 1 - 1/contig
-            if contig > 1 and lengths[-1] < MAX_RUN_PAGES and rng.randrange(contig):
-                lengths[-1] += 1
-            else:
-                lengths.append(1)
-        blocks = []
-        for length in lengths:
-            order = length.bit_length()  # a block with room to spare: a run never ends where the next begins
-            base = run.kernel.mm.alloc_pages(order)
-            blocks.append([base + i * PAGE_SIZE for i in range(length)])
-        rng.shuffle(blocks)
-        return [page for block in blocks for page in block]
+        buffer_rng = run.sim.rng(f"workload.seed{run.opts['seed']}.job{index}.buffer")
+        self.buffer = user_buffer_pages(run.kernel.mm, buffer_rng, run.opts["iodepth"] * self.pages_per_io,
+                                        run.opts["contig_pages"])
 
     def slot_pages(self, slot: int) -> list[int]:
         """The pages of slot ``slot``'s buffer, in order."""
