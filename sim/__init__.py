@@ -15,7 +15,11 @@ from ._kernel import (
     Simulator as Simulator,
     Task as Task,
     TaskState as TaskState,
+    Timer as Timer,
+    Tracer as Tracer,
+    Trigger as Trigger,
     current_sim as current_sim,
+    sleep as sleep,
 )
 from ._rng import RngStreams as RngStreams, stable_hash as stable_hash
 from ._time import (
@@ -47,9 +51,6 @@ from ._triggers import (
     QueueEmpty as QueueEmpty,
     QueueFull as QueueFull,
     Signal as Signal,
-    Timer as Timer,
-    Trigger as Trigger,
-    sleep as sleep,
     spawn as spawn,
     with_timeout as with_timeout,
 )
@@ -60,7 +61,7 @@ __all__ = sorted(
         "PRIORITY_LATE", "PRIORITY_NORMAL", "PRIORITY_URGENT", "PS_PER_MS", "PS_PER_NS", "PS_PER_S",
         "PS_PER_US", "Queue", "QueueEmpty", "QueueFull", "RngStreams", "Signal", "SimDeadlockError",
         "SimTime", "SimTimeoutError", "Simulator", "Task", "TaskState", "Timer", "TraceRecord",
-        "TraceSink", "Trigger", "current_sim", "format_time", "ms", "ns", "ps", "seconds", "sleep", "spawn",
+        "TraceSink", "Tracer", "Trigger", "current_sim", "format_time", "ms", "ns", "ps", "seconds", "sleep", "spawn",
         "stable_hash", "us", "with_timeout",
     ]
 )

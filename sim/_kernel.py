@@ -30,17 +30,23 @@ Waiting is a closed protocol: a coroutine yields an ``int`` (``sleep``), a
 ``_prime(kernel, target, token)`` and the trigger later calls
 ``kernel._wake(target, token, value)``.  ``token`` is the task's wait token;
 cancelling a task bumps it, so stale wake-ups from triggers are dropped in O(1).
+A trigger also owns ``_unprime(target)``: forget a waiter that no longer waits
+(a ``First`` whose other branch fired).  The kernel knows no trigger but the two
+it resumes without one: an ``int`` from ``sleep`` and a ``Timer``, both defined
+here beside the loop that gives them their fast path.
 """
 
 from __future__ import annotations
 
 import enum
 import heapq
+import random
 import itertools
 import threading
 import time as _wall
-from collections.abc import Coroutine
-from typing import Any, Callable, Generic, TypeVar
+import types
+from collections.abc import Coroutine, Generator
+from typing import Any, Callable, Generic, Protocol, TypeAlias, TypeVar, Union, runtime_checkable
 
 import trio
 
@@ -73,6 +79,89 @@ class SimTimeoutError(TimeoutError):
 
 class SimDeadlockError(RuntimeError):
     """``run(until=task)`` ran out of events while the task was still waiting."""
+
+
+#: What a trigger wakes: a Task (resumed later, in schedule order) or a
+#: combinator's callback ``fn(token, value)`` (run at once).
+Waiter: TypeAlias = Union["Task[Any]", Callable[[int, Any], None]]
+
+
+def check_delay(delay: object) -> int:
+    """``delay`` as a wait in ps: an ``int >= 0``; else the error both ``sleep`` and ``Timer`` raise."""
+    if delay.__class__ is not int:
+        if isinstance(delay, bool) or not isinstance(delay, int):
+            raise TypeError(
+                f"a delay must be an int number of ps, not {type(delay).__name__} ({delay!r}); "
+                "convert with sim.ns()/us()/ms(), which refuse to round"
+            )
+    if delay < 0:
+        raise ValueError(f"negative delay {delay} ps: simulated time only moves forward")
+    return delay
+
+
+@runtime_checkable
+class Primable(Protocol):
+    """What ``First``/``Combine``/the kernel can wait on: a ``Trigger`` or a ``Task``."""
+
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None: ...
+
+    def _unprime(self, target: Waiter) -> None: ...
+
+
+class Trigger:
+    """Base class of what a model coroutine awaits.
+
+    A trigger owns its waiters: ``_prime(kernel, target, token)`` remembers
+    ``target`` and later calls ``kernel._wake(target, token, value)`` when the
+    condition holds (at once if it already does); ``_unprime(target)`` forgets
+    ``target`` if it is still remembered.  Awaiting yields the trigger itself.
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self)
+
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _unprime(self, target: Waiter) -> None:
+        """Forget ``target``.  The default suits triggers whose late wake-up is
+        harmless because the target ignores it (a ``Timer``: its item stays
+        scheduled, as a SimPy ``Timeout`` inside ``AnyOf`` does)."""
+
+
+class Timer(Trigger):
+    """Fires ``delay`` picoseconds after it is awaited.  ``await Timer(0)`` yields
+    to every other task scheduled for the current instant."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self, delay: SimTime) -> None:
+        self.delay = check_delay(delay)
+
+    def __repr__(self) -> str:
+        return f"Timer({format_time(self.delay)})"
+
+    def __await__(self) -> Generator[Any, Any, Timer]:
+        yield self
+        return self
+
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
+        kernel._schedule(kernel._now + self.delay, PRIORITY_NORMAL, target, token, self)
+
+
+@types.coroutine
+def sleep(delay: SimTime) -> Generator[int, None, None]:
+    """Wait ``delay`` picoseconds: the kernel's cheapest wait (no trigger object).
+
+    Equivalent to ``await Timer(delay)`` but composes with nothing; use Timer
+    inside ``First``/``Combine``/``with_timeout``.  A negative or non-int delay
+    raises the same error as ``Timer``, in the caller.
+    """
+    if delay.__class__ is not int:
+        check_delay(delay)
+    yield delay  # a negative int is refused by the kernel, with check_delay's message
 
 
 class _Throw:
@@ -124,7 +213,7 @@ class Task(Generic[T]):
         self._token = 0
         self._state = _ALIVE
         self._outcome: Any = None
-        self._joiners: list[tuple[Any, int]] | None = None
+        self._joiners: list[tuple[Waiter, int]] | None = None
         self._trigger: Any = None
         self._wake_key = -1
 
@@ -166,7 +255,10 @@ class Task(Generic[T]):
         """The exception the task ended with, or None if it returned."""
         if self._state is _ALIVE:
             raise RuntimeError(f"task {self.name!r} has not finished; await it first")
-        return None if self._state is TaskState.DONE else self._outcome  # type: ignore[no-any-return]
+        if self._state is TaskState.DONE:
+            return None
+        outcome: BaseException = self._outcome
+        return outcome
 
     # -- control -------------------------------------------------------
     def cancel(self, msg: str | None = None) -> bool:
@@ -189,13 +281,13 @@ class Task(Generic[T]):
             self._coro.close()
             self._finish_error(exc, cancelled=True)
             return True
-        if type(self._trigger) is int or type(self._trigger) is _TIMER:
+        if type(self._trigger) is int or type(self._trigger) is Timer:
             kernel._tombstone(self)
         kernel._schedule(kernel._now, PRIORITY_NORMAL, self, self._token, _Throw(exc))
         return True
 
     # -- trigger protocol ----------------------------------------------
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
         if self._state is not _ALIVE:
             kernel._wake(target, token, self)
         elif self._joiners is None:
@@ -203,7 +295,12 @@ class Task(Generic[T]):
         else:
             self._joiners.append((target, token))
 
-    def __await__(self) -> Any:
+    def _unprime(self, target: Waiter) -> None:
+        joiners = self._joiners
+        if joiners:
+            self._joiners = [j for j in joiners if j[0] is not target] or None
+
+    def __await__(self) -> Generator[Any, Any, T]:
         if self._state is _ALIVE:
             yield self
         return self.result()
@@ -302,7 +399,7 @@ class Simulator:
     def seed(self) -> int:
         return self._rng.seed
 
-    def rng(self, component: str) -> Any:
+    def rng(self, component: str) -> random.Random:
         """The ``random.Random`` stream of ``component`` (stable across processes)."""
         return self._rng.stream(component)
 
@@ -317,6 +414,11 @@ class Simulator:
     def remove_sink(self, sink: TraceSink) -> None:
         self._sinks.remove(sink)
         self.tracing = bool(self._sinks)
+
+    def tracer(self, source: str, **common: Any) -> Tracer:
+        """A model's trace helper: ``tracer(event, **fields)`` emits from ``source``
+        (with ``common`` fields first) and costs one attribute check when tracing is off."""
+        return Tracer(self, source, common)
 
     def trace(self, source: str, event: str, **fields: Any) -> None:
         """Emit a trace record.  Hot call sites guard with ``if sim.tracing:``."""
@@ -366,16 +468,16 @@ class Simulator:
         slot.append(item)
         return key
 
-    def _schedule(self, when: SimTime, priority: int, target: Any, token: int, value: Any) -> None:
+    def _schedule(self, when: SimTime, priority: int, target: Waiter, token: int, value: Any) -> None:
         self._append(when, priority, (target, token, value))
 
-    def _wake(self, target: Any, token: int, value: Any) -> None:
+    def _wake(self, target: Waiter, token: int, value: Any) -> None:
         """A trigger fired for ``target``: tasks resume later at the current time
         (in schedule order); combinator callbacks run immediately."""
         if type(target) is Task:
             self._append(self._now, PRIORITY_NORMAL, (target, token, value))
         else:
-            target(token, value)
+            target(token, value)  # type: ignore[operator]
 
     def _tombstone(self, task: Task[Any]) -> None:
         """Neutralise the sleeping ``task``'s live item (the last one in its slot)."""
@@ -438,8 +540,9 @@ class Simulator:
         """Run items until done (True) or the wall budget is spent (False).
 
         This is the hot loop: locals instead of attributes, slots iterated as
-        lists, and two fast paths for what a task may yield: an ``int`` (from
-        ``sleep``) and a ``Timer``; both re-append the bare Task to a slot.
+        lists, one resume path for every item, and two fast paths for what a
+        task may yield: an ``int`` (from ``sleep``) and a ``Timer``; both
+        re-append the bare Task to a slot, which resumes with ``None``.
         """
         if until_task is not None and until_task.done():
             return True
@@ -447,7 +550,7 @@ class Simulator:
         slots = self._slots
         heappop = heapq.heappop
         heappush = heapq.heappush
-        timer_cls = _TIMER
+        timer_cls = Timer
         throw_cls = _Throw
         task_cls = Task
         deadline = _wall.perf_counter() + budget
@@ -468,28 +571,9 @@ class Simulator:
                 start = steps
                 for item in slot:
                     steps += 1
-                    # The resume-and-classify code below appears twice on purpose: once for a bare
-                    # Task (a sleep/Timer wake-up, the hot path) and once for a (target, token,
-                    # value) item; a shared helper would cost a call per event.
-                    if item.__class__ is task_cls:
+                    if item.__class__ is task_cls:  # a sleep/Timer wake-up: the bare Task
                         target = item
-                        self._current = target
-                        try:
-                            trig = target._coro.send(None)
-                        except StopIteration as stop:
-                            self._current = None
-                            target._finish_ok(stop.value)
-                            trig = None
-                        except Cancelled as exc:
-                            self._current = None
-                            target._finish_error(exc, cancelled=True)
-                            trig = None
-                        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
-                            self._current = None
-                            trig = None
-                            if not target._finish_error(exc, cancelled=False):
-                                self._failure = (target, exc)
-                                self._stop = True
+                        value = None
                     else:
                         target, token, value = item
                         if target.__class__ is not task_cls:
@@ -500,26 +584,26 @@ class Simulator:
                             continue
                         if target._token != token:
                             continue  # stale: the task was cancelled since
-                        self._current = target
-                        try:
-                            if value.__class__ is throw_cls:
-                                trig = target._coro.throw(value.exc)
-                            else:
-                                trig = target._coro.send(value)
-                        except StopIteration as stop:
-                            self._current = None
-                            target._finish_ok(stop.value)
-                            trig = None
-                        except Cancelled as exc:
-                            self._current = None
-                            target._finish_error(exc, cancelled=True)
-                            trig = None
-                        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
-                            self._current = None
-                            trig = None
-                            if not target._finish_error(exc, cancelled=False):
-                                self._failure = (target, exc)
-                                self._stop = True
+                    self._current = target
+                    try:
+                        if value is not None and value.__class__ is throw_cls:
+                            trig = target._coro.throw(value.exc)
+                        else:
+                            trig = target._coro.send(value)
+                    except StopIteration as stop:
+                        self._current = None
+                        target._finish_ok(stop.value)
+                        trig = None
+                    except Cancelled as exc:
+                        self._current = None
+                        target._finish_error(exc, cancelled=True)
+                        trig = None
+                    except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+                        self._current = None
+                        trig = None
+                        if not target._finish_error(exc, cancelled=False):
+                            self._failure = (target, exc)
+                            self._stop = True
                     if trig is not None:
                         cls = trig.__class__
                         if cls is int or cls is timer_cls:
@@ -564,11 +648,12 @@ class Simulator:
             running.pop()
             self._current = None
             self.steps += steps
-        if self._failure is not None:
-            task, exc = self._failure
+        failure = self._failure
+        if failure is not None:
             self._failure = None
-            exc.add_note(f"(raised by sim task {task.name!r} at simulated time {format_time(self._now)} = {self._now} ps)")
-            raise exc
+            failed, error = failure
+            error.add_note(f"(raised by sim task {failed.name!r} at simulated time {format_time(self._now)} = {self._now} ps)")
+            raise error
         return True
 
     def _refuse(self, task: Task[Any], err: BaseException) -> None:
@@ -590,6 +675,32 @@ class Simulator:
     def pending_events(self) -> int:
         """Number of scheduled items (including cancelled ones not yet reached)."""
         return sum(len(s) for s in self._slots.values())
+
+
+class Tracer:
+    """Emits trace records for one source; made by ``Simulator.tracer``."""
+
+    __slots__ = ("_sim", "source", "_common")
+
+    def __init__(self, sim: Simulator, source: str, common: dict[str, Any]) -> None:
+        self._sim = sim
+        self.source = source
+        self._common = common
+
+    def __repr__(self) -> str:
+        return f"<Tracer {self.source!r}>"
+
+    @property
+    def enabled(self) -> bool:
+        """True while some sink listens (guard an expensive field computation with it)."""
+        return self._sim.tracing
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        sim = self._sim
+        if sim.tracing:
+            if self._common:
+                fields = {**self._common, **fields}
+            sim.trace(self.source, event, **fields)
 
 
 class _StopWhenDone:
@@ -619,11 +730,3 @@ def _dead(token: int, value: Any) -> None:
 
 
 _DEAD = (_dead, 0, None)
-
-# Filled in by _triggers to give the kernel its Timer fast path without a cycle.
-_TIMER: type = type(None)
-
-
-def _register_timer(cls: type) -> None:
-    global _TIMER
-    _TIMER = cls

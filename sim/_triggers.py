@@ -1,7 +1,11 @@
-"""Triggers: the only things a model coroutine may await.
+"""Triggers: the only things a model coroutine may await (besides ``sleep``,
+``Timer`` and a ``Task``, which live beside the kernel in ``_kernel``).
 
-Each trigger implements ``_prime(kernel, target, token)``: remember the waiter
-and call ``kernel._wake(target, token, value)`` when the condition holds.
+Each trigger owns its state: ``_prime(kernel, target, token)`` remembers the
+waiter and calls ``kernel._wake(target, token, value)`` when the condition
+holds; ``_unprime(target)`` forgets it again.  The combinators ``First`` and
+``Combine`` therefore know nothing of the triggers they combine (the shape
+cocotb moved to when its scheduler stopped knowing every trigger type).
 Waiters are kept in insertion order (lists), so the wake order of tasks that
 wait on the same trigger is FIFO and deterministic (cocotb keeps an
 insertion-ordered dict for the same reason).
@@ -14,70 +18,14 @@ Names follow cocotb: ``Timer``, ``Event``, ``First``, ``Combine``,
 from __future__ import annotations
 
 import collections
-import types
 from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
 from . import _kernel
-from ._kernel import Cancelled, Simulator, SimTimeoutError, Task
+from ._kernel import Cancelled, Primable, Simulator, SimTimeoutError, Task, Timer, Trigger, Waiter
 from ._time import SimTime, format_time
 
 T = TypeVar("T")
-
-
-class Trigger:
-    """Base class: awaitable once per ``await``; subclasses implement ``_prime``."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Any:
-        return (yield self)
-
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-
-
-class Timer(Trigger):
-    """Fires ``delay`` picoseconds after it is awaited.  ``await Timer(0)`` yields
-    to every other task scheduled for the current instant."""
-
-    __slots__ = ("delay",)
-
-    def __init__(self, delay: SimTime) -> None:
-        if type(delay) is not int:
-            if isinstance(delay, bool) or not isinstance(delay, int):
-                raise TypeError(
-                    f"Timer delay must be an int number of ps, not {type(delay).__name__}; "
-                    "convert with sim.ns()/us()/ms(), which refuse to round"
-                )
-        if delay < 0:
-            raise ValueError(f"negative delay {delay} ps: simulated time only moves forward")
-        self.delay = delay
-
-    def __repr__(self) -> str:
-        return f"Timer({format_time(self.delay)})"
-
-    def __await__(self) -> Any:
-        yield self
-        return self
-
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
-        kernel._schedule(kernel._now + self.delay, _kernel.PRIORITY_NORMAL, target, token, self)
-
-
-_kernel._register_timer(Timer)
-
-
-@types.coroutine
-def sleep(delay: SimTime) -> Generator[int, None, None]:
-    """Wait ``delay`` picoseconds: the kernel's cheapest wait (no trigger object).
-
-    Equivalent to ``await Timer(delay)`` but composes with nothing; use Timer
-    inside ``First``/``Combine``/``with_timeout``.  A negative or non-int delay
-    is refused inside the waiting task.
-    """
-    yield delay  # the kernel checks it: an int >= 0, else an error inside the task
 
 
 class _Waiters:
@@ -86,12 +34,13 @@ class _Waiters:
     __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.items: list[tuple[Any, int]] = []
+        self.items: list[tuple[Waiter, int]] = []
 
-    def add(self, target: Any, token: int) -> None:
+    def add(self, target: Waiter, token: int) -> None:
         self.items.append((target, token))
 
-    def remove(self, target: Any) -> None:
+    def remove(self, target: Waiter) -> None:
+        """Forget every entry of ``target`` (a waiter that stopped waiting)."""
         self.items = [w for w in self.items if w[0] is not target]
 
     def wake_all(self, kernel: Simulator, value: Any) -> None:
@@ -104,7 +53,7 @@ class _Waiters:
         items = self.items
         while items:
             target, token = items.pop(0)
-            if type(target) is Task and (target._token != token or target.done()):
+            if isinstance(target, Task) and (target._token != token or target.done()):
                 continue
             kernel._wake(target, token, value)
             return True
@@ -119,13 +68,15 @@ class _Park(Trigger):
 
     __slots__ = ("owner",)
 
-    def __init__(self, owner: Any) -> None:
+    def __init__(self, owner: _WaitList) -> None:
         self.owner = owner
 
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
         self.owner._kernel = kernel
         self.owner._waiters.add(target, token)
 
+    def _unprime(self, target: Waiter) -> None:
+        self.owner._waiters.remove(target)
 
     def __repr__(self) -> str:
         return f"<wait on {self.owner!r}>"
@@ -173,12 +124,12 @@ class _EventWait(Trigger):
     def __init__(self, event: Event) -> None:
         self.event = event
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, Any, Event]:
         if self.event._is_set:
             return self.event
-        return (yield self)
+        return (yield self)  # type: ignore[no-any-return]
 
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
         ev = self.event
         ev._kernel = kernel
         if ev._is_set:
@@ -186,6 +137,8 @@ class _EventWait(Trigger):
         else:
             ev._waiters.add(target, token)
 
+    def _unprime(self, target: Waiter) -> None:
+        self.event._waiters.remove(target)
 
     def __repr__(self) -> str:
         return f"{self.event!r}.wait()"
@@ -246,10 +199,12 @@ class _Edge(Trigger):
         self.signal = signal
         self.kind = kind
 
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
         self.signal._kernel = kernel
         self.signal._edges[self.kind].add(target, token)
 
+    def _unprime(self, target: Waiter) -> None:
+        self.signal._edges[self.kind].remove(target)
 
     def __repr__(self) -> str:
         return f"{self.signal!r}.{self.kind}()"
@@ -376,7 +331,9 @@ class Lock:
         waiters = self._waiters._waiters
         while waiters.items:
             target, token = waiters.items.pop(0)
-            if type(target) is Task and (target._token != token or target.done()):
+            if not isinstance(target, Task):  # pragma: no cover - only tasks acquire a Lock
+                continue
+            if target._token != token or target.done():
                 continue
             self._owner = target
             assert self._waiters._kernel is not None
@@ -394,98 +351,121 @@ class Lock:
 
 
 class First(Trigger):
-    """Fires when the first of its triggers fires; ``await`` returns that trigger."""
+    """Fires when the first of its triggers fires; ``await`` returns that trigger.
 
-    __slots__ = ("triggers",)
+    Branches are primed in order and priming stops at the first one that fires
+    at once (a finished Task, a set Event), so ``First(done_task, other)``
+    returns ``done_task`` without ever waiting on ``other``.  When a branch
+    fires, every branch primed before it is unprimed.
+    """
+
+    __slots__ = ("triggers", "_arms")
 
     def __init__(self, *triggers: Any) -> None:
         if not triggers:
             raise ValueError("First() needs at least one trigger")
-        self.triggers = tuple(_as_trigger(t) for t in triggers)
+        self.triggers: tuple[Primable, ...] = tuple(_as_trigger(t) for t in triggers)
+        self._arms: list[_FirstArm] = []
 
     def __repr__(self) -> str:
         return f"First{self.triggers!r}"
 
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
-        arm = _FirstArm(kernel, target, token, self.triggers)
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
+        arm = _FirstArm(self, kernel, target, token)
+        self._arms.append(arm)
         for trig in self.triggers:
+            branch = _FirstBranch(arm, trig)
+            arm.branches.append(branch)
+            trig._prime(kernel, branch, 0)
             if arm.fired:
                 break
-            trig._prime(kernel, _FirstBranch(arm, trig), 0)
 
+    def _unprime(self, target: Waiter) -> None:
+        for arm in [a for a in self._arms if a.target is target]:
+            arm.disarm(None)
 
 
 class _FirstArm:
-    __slots__ = ("kernel", "target", "token", "triggers", "fired")
+    """One waiter of a ``First``: its branches primed so far."""
 
-    def __init__(self, kernel: Simulator, target: Any, token: int, triggers: tuple[Any, ...]) -> None:
+    __slots__ = ("first", "kernel", "target", "token", "branches", "fired")
+
+    def __init__(self, first: First, kernel: Simulator, target: Waiter, token: int) -> None:
+        self.first = first
         self.kernel = kernel
         self.target = target
         self.token = token
-        self.triggers = triggers
+        self.branches: list[_FirstBranch] = []
         self.fired = False
+
+    def disarm(self, keep: _FirstBranch | None) -> None:
+        """Stop waiting: unprime every primed branch but ``keep`` (the one that fired)."""
+        self.fired = True
+        for branch in self.branches:
+            if branch is not keep:
+                branch.trigger._unprime(branch)
+        self.branches = []
+        self.first._arms.remove(self)
 
 
 class _FirstBranch:
+    """The waiter a ``First`` registers with one of its triggers."""
+
     __slots__ = ("arm", "trigger")
 
-    def __init__(self, arm: _FirstArm, trigger: Any) -> None:
+    def __init__(self, arm: _FirstArm, trigger: Primable) -> None:
         self.arm = arm
         self.trigger = trigger
 
     def __call__(self, token: int, value: Any) -> None:
         arm = self.arm
         if arm.fired:
-            return
-        arm.fired = True
-        for trig in arm.triggers:
-            if trig is not self.trigger:
-                _unprime_arm(trig, arm)
+            return  # a branch that could not be unprimed (a Timer) firing late
+        arm.disarm(self)
         arm.kernel._wake(arm.target, arm.token, self.trigger)
 
 
-def _unprime_arm(trig: Any, arm: _FirstArm) -> None:
-    """Drop the branches of ``arm`` from ``trig``'s waiter list (Timers expire harmlessly)."""
-    waiters = None
-    if isinstance(trig, _EventWait):
-        waiters = trig.event._waiters
-    elif isinstance(trig, _Edge):
-        waiters = trig.signal._edges[trig.kind]
-    elif isinstance(trig, _Park):
-        waiters = trig.owner._waiters
-    elif isinstance(trig, Task):
-        trig._joiners = [j for j in trig._joiners if not (isinstance(j[0], _FirstBranch) and j[0].arm is arm)]
-        return
-    if waiters is not None:
-        waiters.items = [w for w in waiters.items if not (isinstance(w[0], _FirstBranch) and w[0].arm is arm)]
-
-
 class Combine(Trigger):
-    """Fires when all of its triggers have fired; ``await`` returns the Combine."""
+    """Fires when all of its triggers have fired; ``await`` returns the Combine.
 
-    __slots__ = ("triggers",)
+    Every trigger is primed, including those that fire at once; unpriming a
+    Combine (it lost inside a ``First``) unprimes all of them.
+    """
+
+    __slots__ = ("triggers", "_states")
 
     def __init__(self, *triggers: Any) -> None:
-        self.triggers = tuple(_as_trigger(t) for t in triggers)
+        self.triggers: tuple[Primable, ...] = tuple(_as_trigger(t) for t in triggers)
+        self._states: list[_CombineState] = []
 
     def __repr__(self) -> str:
         return f"Combine{self.triggers!r}"
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, Any, Any]:
         if not self.triggers:
             return self
         return (yield self)
 
-    def _prime(self, kernel: Simulator, target: Any, token: int) -> None:
+    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
         state = _CombineState(kernel, target, token, len(self.triggers), self)
+        self._states.append(state)
         for trig in self.triggers:
             trig._prime(kernel, state, 0)
 
+    def _unprime(self, target: Waiter) -> None:
+        for state in [st for st in self._states if st.target is target]:
+            self._states.remove(state)
+            state.remaining = -1  # never fires now
+            for trig in self.triggers:
+                trig._unprime(state)
+
 
 class _CombineState:
+    """One waiter of a ``Combine``: how many of its triggers are still to fire."""
+
     __slots__ = ("kernel", "target", "token", "remaining", "combine")
 
-    def __init__(self, kernel: Simulator, target: Any, token: int, n: int, combine: Combine) -> None:
+    def __init__(self, kernel: Simulator, target: Waiter, token: int, n: int, combine: Combine) -> None:
         self.kernel = kernel
         self.target = target
         self.token = token
@@ -493,13 +473,16 @@ class _CombineState:
         self.combine = combine
 
     def __call__(self, token: int, value: Any) -> None:
+        if self.remaining <= 0:
+            return
         self.remaining -= 1
         if self.remaining == 0:
+            self.combine._states.remove(self)
             self.kernel._wake(self.target, self.token, self.combine)
 
 
-def _as_trigger(obj: Any) -> Any:
-    if hasattr(obj, "_prime"):
+def _as_trigger(obj: Any) -> Primable:
+    if isinstance(obj, Primable):
         return obj
     if hasattr(obj, "send"):
         raise TypeError(

@@ -59,3 +59,20 @@ def test_tracing_is_off_without_sinks():
     assert sim.tracing is True
     sim.remove_sink(sink)
     assert sim.tracing is False
+
+
+def test_a_tracer_emits_from_its_source_with_common_fields_first_and_only_while_a_sink_listens():
+    from sim import ListSink, Simulator
+
+    sim = Simulator()
+    trace = sim.tracer("guest/nvme", bdf=0x20)
+    trace("quiet", n=1)  # no sink yet: nothing recorded, nothing built
+    sink = ListSink()
+    sim.add_sink(sink)
+    assert trace.enabled
+    trace("map", iova=0x1000)
+    sim.tracer("viommu")("kick")
+    assert [(r.source, r.event, list(r.fields.items())) for r in sink.records] == [
+        ("guest/nvme", "map", [("bdf", 0x20), ("iova", 0x1000)]),
+        ("viommu", "kick", []),
+    ]
