@@ -6,19 +6,18 @@ This package imports nothing from ``models`` or ``testbench``.
 """
 
 from ._kernel import (
-    PRIORITY_LATE as PRIORITY_LATE,
-    PRIORITY_NORMAL as PRIORITY_NORMAL,
-    PRIORITY_URGENT as PRIORITY_URGENT,
-    Cancelled as Cancelled,
     SimDeadlockError as SimDeadlockError,
     SimTimeoutError as SimTimeoutError,
     Simulator as Simulator,
-    Task as Task,
-    TaskState as TaskState,
-    Timer as Timer,
-    Tracer as Tracer,
-    Trigger as Trigger,
     current_sim as current_sim,
+)
+from ._task import Cancelled as Cancelled, Task as Task, TaskState as TaskState
+from ._wait import (
+    PRIORITY_LATE as PRIORITY_LATE,
+    PRIORITY_NORMAL as PRIORITY_NORMAL,
+    PRIORITY_URGENT as PRIORITY_URGENT,
+    Timer as Timer,
+    Trigger as Trigger,
     sleep as sleep,
 )
 from ._rng import RngStreams as RngStreams, stable_hash as stable_hash
@@ -40,6 +39,7 @@ from ._trace import (
     JsonlSink as JsonlSink,
     ListSink as ListSink,
     TraceRecord as TraceRecord,
+    Tracer as Tracer,
     TraceSink as TraceSink,
 )
 from ._triggers import (

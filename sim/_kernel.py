@@ -33,45 +33,28 @@ cancelling a task bumps it, so stale wake-ups from triggers are dropped in O(1).
 A trigger also owns ``_unprime(target)``: forget a waiter that no longer waits
 (a ``First`` whose other branch fired).  The kernel knows no trigger but the two
 it resumes without one: an ``int`` from ``sleep`` and a ``Timer``, both defined
-here beside the loop that gives them their fast path.
+beside it in ``_wait`` (tasks are in ``_task``).
 """
 
 from __future__ import annotations
 
-import enum
 import heapq
-import random
 import itertools
+import random
 import threading
 import time as _wall
-import types
-from collections.abc import Coroutine, Generator
-from typing import Any, Callable, Generic, Protocol, TypeAlias, TypeVar, Union, runtime_checkable
+from collections.abc import Coroutine
+from typing import Any, Callable, TypeVar
 
 import trio
 
 from ._rng import RngStreams
+from ._task import _ALIVE, Cancelled, Task, TaskState, _Throw
 from ._time import SimTime, format_time
-from ._trace import TraceRecord, TraceSink
+from ._trace import TraceRecord, Tracer, TraceSink
+from ._wait import _PRIO_BITS, PRIORITY_LATE, PRIORITY_NORMAL, PRIORITY_URGENT, Timer, Waiter
 
 T = TypeVar("T")
-
-#: Priorities within one instant: lower runs first.  Models use NORMAL;
-#: URGENT and LATE let a testbench observe an instant before or after them.
-PRIORITY_URGENT = 0
-PRIORITY_NORMAL = 1
-PRIORITY_LATE = 2
-_PRIO_BITS = 2
-
-
-class Cancelled(BaseException):
-    """Delivered inside a task by ``Task.cancel()``.
-
-    A ``BaseException`` (like trio's ``Cancelled`` and asyncio's
-    ``CancelledError``) so that ``except Exception`` in model code does not
-    swallow it.  Catch it only to clean up, then re-raise.
-    """
-
 
 class SimTimeoutError(TimeoutError):
     """Raised by ``with_timeout`` when the simulated deadline passes first."""
@@ -79,253 +62,6 @@ class SimTimeoutError(TimeoutError):
 
 class SimDeadlockError(RuntimeError):
     """``run(until=task)`` ran out of events while the task was still waiting."""
-
-
-#: What a trigger wakes: a Task (resumed later, in schedule order) or a
-#: combinator's callback ``fn(token, value)`` (run at once).
-Waiter: TypeAlias = Union["Task[Any]", Callable[[int, Any], None]]
-
-
-def check_delay(delay: object) -> int:
-    """``delay`` as a wait in ps: an ``int >= 0``; else the error both ``sleep`` and ``Timer`` raise."""
-    if delay.__class__ is not int:
-        if isinstance(delay, bool) or not isinstance(delay, int):
-            raise TypeError(
-                f"a delay must be an int number of ps, not {type(delay).__name__} ({delay!r}); "
-                "convert with sim.ns()/us()/ms(), which refuse to round"
-            )
-    if delay < 0:
-        raise ValueError(f"negative delay {delay} ps: simulated time only moves forward")
-    return delay
-
-
-@runtime_checkable
-class Primable(Protocol):
-    """What ``First``/``Combine``/the kernel can wait on: a ``Trigger`` or a ``Task``."""
-
-    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None: ...
-
-    def _unprime(self, target: Waiter) -> None: ...
-
-
-class Trigger:
-    """Base class of what a model coroutine awaits.
-
-    A trigger owns its waiters: ``_prime(kernel, target, token)`` remembers
-    ``target`` and later calls ``kernel._wake(target, token, value)`` when the
-    condition holds (at once if it already does); ``_unprime(target)`` forgets
-    ``target`` if it is still remembered.  Awaiting yields the trigger itself.
-    """
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return (yield self)
-
-    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def _unprime(self, target: Waiter) -> None:
-        """Forget ``target``.  The default suits triggers whose late wake-up is
-        harmless because the target ignores it (a ``Timer``: its item stays
-        scheduled, as a SimPy ``Timeout`` inside ``AnyOf`` does)."""
-
-
-class Timer(Trigger):
-    """Fires ``delay`` picoseconds after it is awaited.  ``await Timer(0)`` yields
-    to every other task scheduled for the current instant."""
-
-    __slots__ = ("delay",)
-
-    def __init__(self, delay: SimTime) -> None:
-        self.delay = check_delay(delay)
-
-    def __repr__(self) -> str:
-        return f"Timer({format_time(self.delay)})"
-
-    def __await__(self) -> Generator[Any, Any, Timer]:
-        yield self
-        return self
-
-    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
-        kernel._schedule(kernel._now + self.delay, PRIORITY_NORMAL, target, token, self)
-
-
-@types.coroutine
-def sleep(delay: SimTime) -> Generator[int, None, None]:
-    """Wait ``delay`` picoseconds: the kernel's cheapest wait (no trigger object).
-
-    Equivalent to ``await Timer(delay)`` but composes with nothing; use Timer
-    inside ``First``/``Combine``/``with_timeout``.  A negative or non-int delay
-    raises the same error as ``Timer``, in the caller.
-    """
-    if delay.__class__ is not int:
-        check_delay(delay)
-    yield delay  # a negative int is refused by the kernel, with check_delay's message
-
-
-class _Throw:
-    """Item payload meaning "throw this exception into the coroutine"."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class TaskState(enum.Enum):
-    """Life cycle of a Task."""
-
-    PENDING = "scheduled, not yet started"
-    WAITING = "started, parked on a trigger or sleeping"
-    RUNNING = "being resumed by the kernel right now"
-    DONE = "returned a value"
-    FAILED = "raised an exception"
-    CANCELLED = "ended by Task.cancel()"
-
-
-_FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
-_ALIVE = TaskState.PENDING
-
-
-class Task(Generic[T]):
-    """A model coroutine run by the kernel.  Created by ``Simulator.spawn``.
-
-    Await it to get its result (or its exception); ``cancel()`` delivers
-    ``Cancelled`` inside it at its current await.  A Task is also a trigger,
-    so ``First(task, Timer(...))`` works.
-    """
-
-    __slots__ = ("name", "_coro", "_kernel", "_token", "_state", "_outcome", "_joiners", "_trigger", "_wake_key")
-
-    # Invariants:
-    # - _state is PENDING while the task is alive (RUNNING/WAITING are derived),
-    #   else DONE/FAILED/CANCELLED; _outcome is then the result or exception.
-    # - _token changes only on cancel(); a trigger wake-up whose token differs
-    #   is stale and ignored.
-    # - while the task sleeps (int or Timer), exactly one live item for it sits
-    #   in slot _wake_key; cancel() replaces that item with a tombstone.
-
-    def __init__(self, kernel: Simulator, coro: Coroutine[Any, Any, T], name: str) -> None:
-        self.name = name
-        self._coro = coro
-        self._kernel = kernel
-        self._token = 0
-        self._state = _ALIVE
-        self._outcome: Any = None
-        self._joiners: list[tuple[Waiter, int]] | None = None
-        self._trigger: Any = None
-        self._wake_key = -1
-
-    def __repr__(self) -> str:
-        state = self.state
-        if state is TaskState.WAITING:
-            trig = self._trigger
-            what = f"sleep({format_time(trig)})" if type(trig) is int else repr(trig)
-            return f"<Task {self.name!r} waiting on {what}>"
-        return f"<Task {self.name!r} {state.name.lower()}>"
-
-    # -- queries -------------------------------------------------------
-    def done(self) -> bool:
-        """True once the task returned, raised or was cancelled."""
-        return self._state is not _ALIVE
-
-    def cancelled(self) -> bool:
-        return self._state is TaskState.CANCELLED
-
-    @property
-    def state(self) -> TaskState:
-        state = self._state
-        if state is not _ALIVE:
-            return state
-        if self._kernel._current is self:
-            return TaskState.RUNNING
-        return TaskState.PENDING if self._trigger is None else TaskState.WAITING
-
-    def result(self) -> T:
-        """The return value; re-raises the task's exception; ``Cancelled`` if cancelled."""
-        state = self._state
-        if state is TaskState.DONE:
-            return self._outcome  # type: ignore[no-any-return]
-        if state is not _ALIVE:
-            raise self._outcome
-        raise RuntimeError(f"task {self.name!r} has not finished ({self.state.name.lower()}); await it first")
-
-    def exception(self) -> BaseException | None:
-        """The exception the task ended with, or None if it returned."""
-        if self._state is _ALIVE:
-            raise RuntimeError(f"task {self.name!r} has not finished; await it first")
-        if self._state is TaskState.DONE:
-            return None
-        outcome: BaseException = self._outcome
-        return outcome
-
-    # -- control -------------------------------------------------------
-    def cancel(self, msg: str | None = None) -> bool:
-        """Deliver ``Cancelled`` inside the task at its current await.
-
-        Returns False if the task had already finished.  The task's cleanup
-        (``finally`` blocks, ``except Cancelled``) runs when the kernel next
-        resumes it, at the current simulated time, after the items already
-        scheduled for this instant.
-        """
-        if self._state is not _ALIVE:
-            return False
-        kernel = self._kernel
-        if kernel._current is self:
-            raise RuntimeError(f"task {self.name!r} cannot cancel itself; return or raise instead")
-        exc = Cancelled(msg or f"task {self.name!r} cancelled at {format_time(kernel._now)}")
-        self._token += 1
-        if self._trigger is None:  # never started: close it without running it
-            kernel._tombstone(self)
-            self._coro.close()
-            self._finish_error(exc, cancelled=True)
-            return True
-        if type(self._trigger) is int or type(self._trigger) is Timer:
-            kernel._tombstone(self)
-        kernel._schedule(kernel._now, PRIORITY_NORMAL, self, self._token, _Throw(exc))
-        return True
-
-    # -- trigger protocol ----------------------------------------------
-    def _prime(self, kernel: Simulator, target: Waiter, token: int) -> None:
-        if self._state is not _ALIVE:
-            kernel._wake(target, token, self)
-        elif self._joiners is None:
-            self._joiners = [(target, token)]
-        else:
-            self._joiners.append((target, token))
-
-    def _unprime(self, target: Waiter) -> None:
-        joiners = self._joiners
-        if joiners:
-            self._joiners = [j for j in joiners if j[0] is not target] or None
-
-    def __await__(self) -> Generator[Any, Any, T]:
-        if self._state is _ALIVE:
-            yield self
-        return self.result()
-
-    # -- completion ----------------------------------------------------
-    def _finish_ok(self, value: Any) -> None:
-        self._state = TaskState.DONE
-        self._outcome = value
-        self._notify_joiners()
-
-    def _finish_error(self, exc: BaseException, cancelled: bool) -> bool:
-        """Record failure; returns True if somebody is waiting to receive it."""
-        self._state = TaskState.CANCELLED if cancelled else TaskState.FAILED
-        self._outcome = exc
-        handled = bool(self._joiners)
-        self._notify_joiners()
-        return handled
-
-    def _notify_joiners(self) -> None:
-        self._trigger = None
-        joiners, self._joiners = self._joiners, None
-        if joiners:
-            wake = self._kernel._wake
-            for target, token in joiners:
-                wake(target, token, self)
 
 
 class _Running(threading.local):
@@ -675,32 +411,6 @@ class Simulator:
     def pending_events(self) -> int:
         """Number of scheduled items (including cancelled ones not yet reached)."""
         return sum(len(s) for s in self._slots.values())
-
-
-class Tracer:
-    """Emits trace records for one source; made by ``Simulator.tracer``."""
-
-    __slots__ = ("_sim", "source", "_common")
-
-    def __init__(self, sim: Simulator, source: str, common: dict[str, Any]) -> None:
-        self._sim = sim
-        self.source = source
-        self._common = common
-
-    def __repr__(self) -> str:
-        return f"<Tracer {self.source!r}>"
-
-    @property
-    def enabled(self) -> bool:
-        """True while some sink listens (guard an expensive field computation with it)."""
-        return self._sim.tracing
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        sim = self._sim
-        if sim.tracing:
-            if self._common:
-                fields = {**self._common, **fields}
-            sim.trace(self.source, event, **fields)
 
 
 class _StopWhenDone:

@@ -13,9 +13,12 @@ ints), so two runs that emit the same records write byte-identical files.
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Callable, Protocol
+from typing import IO, TYPE_CHECKING, Any, Callable, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._kernel import Simulator
 
 
 @attrs.frozen(slots=True)
@@ -92,3 +95,29 @@ class CallbackSink:
 
     def emit(self, record: TraceRecord) -> None:
         self._fn(record)
+
+
+class Tracer:
+    """Emits trace records for one source; made by ``Simulator.tracer``."""
+
+    __slots__ = ("_sim", "source", "_common")
+
+    def __init__(self, sim: Simulator, source: str, common: dict[str, Any]) -> None:
+        self._sim = sim
+        self.source = source
+        self._common = common
+
+    def __repr__(self) -> str:
+        return f"<Tracer {self.source!r}>"
+
+    @property
+    def enabled(self) -> bool:
+        """True while some sink listens (guard an expensive field computation with it)."""
+        return self._sim.tracing
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        sim = self._sim
+        if sim.tracing:
+            if self._common:
+                fields = {**self._common, **fields}
+            sim.trace(self.source, event, **fields)

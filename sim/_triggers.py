@@ -1,5 +1,5 @@
 """Triggers: the only things a model coroutine may await (besides ``sleep``,
-``Timer`` and a ``Task``, which live beside the kernel in ``_kernel``).
+``Timer`` and a ``Task``, which live beside the kernel in ``_wait`` and ``_task``).
 
 Each trigger owns its state: ``_prime(kernel, target, token)`` remembers the
 waiter and calls ``kernel._wake(target, token, value)`` when the condition
@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
 from . import _kernel
-from ._kernel import Cancelled, Primable, Simulator, SimTimeoutError, Task, Timer, Trigger, Waiter
+from ._kernel import Simulator, SimTimeoutError
+from ._task import Cancelled, Task
+from ._wait import Primable, Timer, Trigger, Waiter
 from ._time import SimTime, format_time
 
 T = TypeVar("T")
