@@ -163,19 +163,20 @@ class HostIommuDmaPort(_Port):
         super().__init__(memory, initiator, bus_master)
         self.host = host
         self.bdf = bdf
+        self.endpoint = bdf
         self.now = now
         self.sim = host.sim
         self.faults: list[HostIommuFault] = []
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:
-        m = self.host.container(self.bdf).lookup(iova)
+        m = self.host.container(self.endpoint).lookup(iova)
         reason = None
         if m is None:
             reason = "no host IOMMU mapping"
         elif access & DMA_WRITE and m.readonly:
             reason = "write to a read-only host IOMMU mapping"
         if reason is not None:
-            self.faults.append(HostIommuFault(self.now(), self.bdf, iova, access, reason))
+            self.faults.append(HostIommuFault(self.now(), self.endpoint, iova, access, reason))
             raise DmaFault(iova, access, f"host IOMMU fault: {reason}")
         assert m is not None
         return m.paddr + (iova - m.iova), m.last + 1 - iova

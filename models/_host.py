@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import attrs
 from sortedcontainers import SortedDict
@@ -41,6 +41,10 @@ U64 = (1 << 64) - 1
 HOST_PAGE_SIZE = 4096
 #: vfio_iommu_type1 module parameter default
 DMA_ENTRY_LIMIT = 65535
+
+#: a fault hook on VFIO_IOMMU_MAP_DMA: called with (container, iova, size, paddr) for a map that passed
+#: the argument checks; returns 0, or a negative errno the ioctl then fails with
+MapFaultHook = Callable[["VfioContainer", int, int, int], int]
 
 
 @attrs.frozen
@@ -117,8 +121,8 @@ class VfioContainer:
         pg = host.min_page_size
         if size <= 0 or (iova | size | paddr) & (pg - 1) or iova + size - 1 > U64:
             ret = -errno.EINVAL
-        elif host.fail_map:
-            ret = -host.fail_map_errno
+        elif (injected := host.injected_map_error(self, iova, size, paddr)) != 0:
+            ret = injected
         elif self._overlapping(iova, iova + size - 1):
             ret = -errno.EEXIST
         elif len(self.table) >= host.dma_entry_limit:
@@ -157,8 +161,8 @@ class HostVfio:
     its ``page_size_mask`` with it).  ``usable_iova_ranges`` (inclusive pairs), when
     given, are the IOVA ranges the host kernel reports as usable; their complement
     becomes RESERVED regions in the vIOMMU's PROBE answer for assigned endpoints.
-    ``fail_map`` is a failure-injection switch: every VFIO_IOMMU_MAP_DMA fails with
-    ``-fail_map_errno``.
+    ``map_fault_hooks`` is where fault injection plugs in (``testbench.fail_host_maps``):
+    a hook may make a VFIO_IOMMU_MAP_DMA fail with a negative errno of its choice.
     """
 
     def __init__(
@@ -179,8 +183,8 @@ class HostVfio:
         self.memory = memory
         self.usable_iova_ranges = tuple(sorted(usable_iova_ranges)) if usable_iova_ranges is not None else None
         self.dma_entry_limit = dma_entry_limit
-        self.fail_map = False
-        self.fail_map_errno = errno.ENOMEM
+        #: fault hooks on VFIO_IOMMU_MAP_DMA, consulted in order; the first non-zero answer fails the map
+        self.map_fault_hooks: list[MapFaultHook] = []
         self.containers: dict[int, VfioContainer] = {}
         self.errors = 0
 
@@ -194,6 +198,14 @@ class HostVfio:
 
     def container(self, bdf: int) -> VfioContainer:
         return self.containers[bdf]
+
+    def injected_map_error(self, container: VfioContainer, iova: int, size: int, paddr: int) -> int:
+        """0, or the negative errno the first fault hook that objects gives this map."""
+        for hook in self.map_fault_hooks:
+            ret = hook(container, iova, size, paddr)
+            if ret:
+                return ret
+        return 0
 
     def error_report(self, message: str) -> None:
         """QEMU's error_report: logged on the host, invisible to the guest."""

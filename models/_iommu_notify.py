@@ -12,6 +12,14 @@ system/dma-helpers.c ``dma_aligned_pow2_mask``).
 
 Notifier callbacks return the host time (ps) their work cost; ``notify`` returns
 the sum so the device can charge it to the request being processed.
+
+``HostIommuDevice`` is what an assigned (VFIO) function brings to an IOMMU: the
+host IOMMU's properties QEMU hands over with ``pci_device_set_iommu_device``
+(include/sysemu/host_iommu_device.h: page sizes, usable IOVA ranges) and the
+memory listener VFIO registers on the function's DMA address space
+(hw/vfio/listener.c ``vfio_listener_region_add``/``_del``), which registers its IOMMU
+notifier on the region when the address space becomes it.  The machine builds it;
+the IOMMU model sees only this value.
 """
 
 from __future__ import annotations
@@ -79,6 +87,26 @@ class IommuNotifier:
     start: int = 0
     end: int = U64
     iommu_idx: int = 0
+
+
+#: a memory listener on one function's DMA address space: called with the IOMMU region when the
+#: space becomes it, with None when it goes back to system memory (the bypass alias); returns its cost in ps
+AddressSpaceListener = Callable[["IommuMemoryRegion | None"], int]
+
+
+@attrs.frozen
+class HostIommuDevice:
+    """An assigned function as an IOMMU sees it (QEMU HostIOMMUDevice plus VFIO's memory listener).
+
+    ``page_size_mask`` is the host IOMMU's page-size bitmap, ``reserved_ranges`` the
+    inclusive IOVA ranges the host cannot map (the complement of its usable ranges),
+    ``listener`` VFIO's listener on the function's DMA address space.
+    """
+
+    name: str
+    page_size_mask: int
+    reserved_ranges: tuple[tuple[int, int], ...]
+    listener: AddressSpaceListener
 
 
 def aligned_pow2_mask(start: int, end: int, max_addr_bits: int = 64) -> int:

@@ -2,35 +2,64 @@
 
 ``build_machine`` gives the machine at power-on: BARs unassigned, decode off.
 The guest's firmware and kernel bring the bus up through config space
-(``models._pci_enum.enumerate_bus``).  With ``devices=True`` (the default) the
+(``models.guest._pci_scan.enumerate_bus``).  With ``devices=True`` (the default) the
 device models are plugged in as QEMU's command line would:
 
 * ``-device virtio-iommu``: a ``VirtioIommu`` behind 00:03.0's virtio-pci
   transport, covering every other function of the root bus (QEMU's VIOT PCI
   range node: endpoint id = BDF);
 * ``-device vfio-pci`` (``nvme=vfio``): the host model (``HostVfio``) gets a
-  container for the NVMe's BDF, and the controller's DMA is translated by the
-  host IOMMU (``HostIommuDmaPort``);
+  container for the NVMe's BDF (``realize_vfio``), and the controller's DMA is
+  translated by the host IOMMU (``HostIommuDmaPort``);
 * QEMU's own NVMe (``nvme=emulated``): its DMA goes through the vIOMMU's
   ``translate`` (``ViommuDmaPort``);
 * no vIOMMU (``viommu=none``): DMA addresses are guest-physical.
+
+The machine owns what QEMU keeps outside the devices and wires the devices to it:
+
+* QEMU's big lock (``Machine.bql``, system/cpus.c ``qemu_mutex_lock_iothread``):
+  handed to the virtio-iommu, which holds it while it handles a kick in a vCPU's
+  exit, and to the virtio-pci transport, whose register writes wait for it;
+* the VFIO wiring (hw/vfio/pci.c ``vfio_realize`` -> ``pci_device_set_iommu_device``,
+  hw/vfio/listener.c ``vfio_listener_region_add``): ``realize_vfio`` makes the
+  function's container and hands the vIOMMU a ``HostIommuDevice`` whose listener is
+  the container's memory listener on the function's DMA address space, so the
+  vIOMMU's IOMMU notifier for that endpoint reaches the host container and the
+  vIOMMU never sees the host model.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sim import Simulator
+from sim import Lock, Simulator
 
 from ._config import MachineConfig
 from ._dma import DirectDmaPort, HostIommuDmaPort, ViommuDmaPort
 from ._host import HostVfio
+from ._iommu_notify import HostIommuDevice
 from ._interrupts import InterruptController
 from ._memory import GuestMemory
 from ._nvme import NvmeController
 from ._pci import PciBus, PciFunction, format_bdf
 from ._q35 import VirtioPciFunction, q35_functions
 from ._viommu import VirtioIommu
+from ._virtio_pci import VirtioBackend, VirtioPciTransport
+
+
+def realize_vfio(host: HostVfio, bdf: int) -> HostIommuDevice:
+    """vfio-pci realize behind a vIOMMU: the function's container, and what the vIOMMU is handed.
+
+    The container starts with all guest RAM mapped (its address space is system
+    memory); the returned value carries the host IOMMU's page sizes and reserved
+    ranges (``set_iommu_device``) and the container's listener on the function's DMA
+    address space, which registers VFIO's IOMMU notifier when that space becomes the
+    vIOMMU's region.
+    """
+    container = host.add_device(bdf)
+    return HostIommuDevice(container.name, host.pgsizes, tuple(host.host_reserved_ranges()),
+                           functools.partial(host.set_translated, bdf))
 
 
 class Machine:
@@ -45,9 +74,11 @@ class Machine:
         self.bus = PciBus(sim, self.cost, self.irq)
         for fn in q35_functions(config):
             self.bus.add_function(fn)
+        #: QEMU's big lock, held by a device while it handles a kick inside a vCPU's exit
+        self.bql = Lock("bql")
         self.host: HostVfio | None = None
         self.viommu: VirtioIommu | None = None
-        self.transport: Any = None
+        self.transport: VirtioPciTransport | None = None
         self.nvme: NvmeController | None = None
 
     def plug_devices(self) -> None:
@@ -60,7 +91,8 @@ class Machine:
             self.host = HostVfio(cost, config.host_iommu_pgsizes, sim=sim, memory=self.memory)
         if viommu_fn is not None:
             endpoints = [fn.bdf for fn in self.functions if fn is not viommu_fn]
-            self.viommu = VirtioIommu(sim, config, endpoints=endpoints, vfio_endpoints=vfio_bdfs, host=self.host)
+            vfio = {bdf: realize_vfio(self.host, bdf) for bdf in vfio_bdfs} if self.host is not None else {}
+            self.viommu = VirtioIommu(sim, config, endpoints=endpoints, vfio_endpoints=vfio, bql=self.bql)
             self.transport = self.plug_virtio_backend(self.viommu)
         if nvme_fn is not None:
             initiator = f"nvme@{format_bdf(nvme_fn.bdf)}"
@@ -107,14 +139,12 @@ class Machine:
                 return fn
         return None
 
-    def plug_virtio_backend(self, backend: Any) -> Any:
-        """Create the virtio-pci transport for ``backend`` (a VirtioBackend) behind 00:03.0's BAR4."""
+    def plug_virtio_backend(self, backend: VirtioBackend) -> VirtioPciTransport:
+        """Create the virtio-pci transport for ``backend`` behind 00:03.0's BAR4; it waits for the machine's BQL."""
         fn = self.viommu_pci
         if fn is None:
             raise LookupError("this machine has no virtio-iommu-pci function (viommu=none)")
-        from ._virtio_pci import VirtioPciTransport  # written by the virtio layer; imported on first use
-
-        transport = VirtioPciTransport(self.sim, self.memory, backend, fn.name)
+        transport = VirtioPciTransport(self.sim, self.memory, backend, fn.name, bql=self.bql)
         fn.plug(transport)
         return transport
 

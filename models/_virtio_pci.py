@@ -26,14 +26,19 @@ no exception ever leaves the transport for a malformed ring.
 The transport has no MSI-X (virtio-iommu-pci is wired to INTx here): vector
 registers read VIRTIO_MSI_NO_VECTOR and interrupts are the ISR bits plus the
 INTx level reported through ``on_irq``.
+
+QEMU's big lock is the machine's: the transport is handed it (``bql``) and a
+common-configuration write that arrives while a device handler holds it waits
+for it.  Fault injection plugs into ``used_irq_hooks``, the used-buffer interrupt
+path between ``virtio_notify``'s decision and the INTx line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from sim import Simulator
+from sim import Lock, Simulator
 
 from ._memory import GuestMemory
 from ._virtq_wire import (
@@ -55,15 +60,18 @@ VIRTIO_QUEUE_MAX = 1024
 
 Work = Coroutine[Any, Any, None]
 
+#: a fault hook on the used-buffer interrupt path: called with the queue and the call that raises the
+#: INTx line; the hook raises it (now, later or never).  Hooks installed later see the interrupt first.
+UsedIrqHook = Callable[[int, Callable[[], None]], None]
 
-class VirtioBackend:
+
+class VirtioBackend(Protocol):
     """A virtio device model (QEMU ``VirtioDeviceClass``) as the transport sees it.
 
-    Subclasses set ``device_id`` and ``queue_max_sizes`` and implement the
-    methods that raise NotImplementedError; any object with the same members
-    works too (the transport only uses them structurally).  ``set_status`` is
-    optional (QEMU ``VirtioDeviceClass.set_status``): when present the transport
-    calls it on every accepted status write, twice for a reset as QEMU does.
+    A backend sets ``device_id`` and ``queue_max_sizes`` and implements the
+    methods; subclassing this Protocol gives the no-op ``set_status`` (QEMU
+    ``VirtioDeviceClass.set_status``), which the transport calls on every accepted
+    status write, twice for a reset as QEMU does.
     """
 
     device_id: int
@@ -126,13 +134,18 @@ class VirtioPciTransport:
 
     notify_off_multiplier = 4
 
-    def __init__(self, sim: Simulator, memory: GuestMemory, backend: VirtioBackend, name: str) -> None:
+    def __init__(self, sim: Simulator, memory: GuestMemory, backend: VirtioBackend, name: str, *,
+                 bql: Lock | None = None) -> None:
         self.sim = sim
         self.memory = memory
         self.backend = backend
         self.name = name
+        #: QEMU's big lock (the machine's); None for a transport built alone
+        self.bql = bql
         #: INTx level callback, set by the PCI function
         self.on_irq: Callable[[bool], None] | None = None
+        #: fault hooks on used-buffer interrupts (see UsedIrqHook); empty on a healthy machine
+        self.used_irq_hooks: list[UsedIrqHook] = []
         self.status = 0
         self.driver_features = 0
         self.device_feature_select = 0
@@ -146,7 +159,6 @@ class VirtioPciTransport:
         self.broken = False
         self._regs = [_QueueRegs(n) for n in backend.queue_max_sizes]
         self._queues: list[DeviceQueue | None] = [None] * len(self._regs)
-        self._status_hook: Callable[[int], None] | None = getattr(backend, "set_status", None)
         backend.attached(self)
 
     def __repr__(self) -> str:
@@ -228,17 +240,17 @@ class VirtioPciTransport:
         """Write a common-configuration register; writes the device does not take are traced.
 
         QEMU takes the big lock for every MMIO write; a device handler that runs inside another
-        vCPU's exit holds it (``virtio_iommu_handle_command``).  A backend that exposes that lock as
-        ``exit_lock`` makes a write arriving meanwhile wait for it (returned as in-exit work), so a
-        reset cannot tear the queues out from under a handler that is still popping them.
+        vCPU's exit holds it (``virtio_iommu_handle_command``).  A write arriving meanwhile waits for
+        the machine's BQL (returned as in-exit work), so a reset cannot tear the queues out from under
+        a handler that is still popping them.
         """
-        lock = getattr(self.backend, "exit_lock", None)
+        lock = self.bql
         if lock is not None and lock.locked():
             return self._common_write_locked(lock, off, size, value)
         self._common_write(off, size, value)
         return None
 
-    async def _common_write_locked(self, lock: Any, off: int, size: int, value: int) -> None:
+    async def _common_write_locked(self, lock: Lock, off: int, size: int, value: int) -> None:
         async with lock:
             self._common_write(off, size, value)
 
@@ -355,8 +367,7 @@ class VirtioPciTransport:
             if refusal is not None:  # the device leaves FEATURES_OK clear; the driver sees it on re-read
                 self._trace("virtio_features_refused", features=self.driver_features, reason=refusal)
                 return
-        if self._status_hook is not None:
-            self._status_hook(value)
+        self.backend.set_status(value)
         self.status = value
         if value == 0:
             self.reset()
@@ -372,8 +383,7 @@ class VirtioPciTransport:
     def reset(self) -> None:
         """Device reset (QEMU ``virtio_reset`` + ``virtio_pci_reset``): status 0, queues gone, INTx low."""
         self._trace("virtio_set_status", status=0)
-        if self._status_hook is not None:
-            self._status_hook(0)
+        self.backend.set_status(0)
         self.backend.reset()
         self.status = 0
         self.broken = False
@@ -446,7 +456,19 @@ class VirtioPciTransport:
         if queue is None or not queue.should_notify():
             return
         self._trace("virtio_notify", queue=index)
-        self._interrupt(ISR_QUEUE)
+        if not self.used_irq_hooks:
+            self._interrupt(ISR_QUEUE)
+            return
+        self.isr |= ISR_QUEUE
+        self._hooked_irq(index, tuple(self.used_irq_hooks))
+
+    def _hooked_irq(self, index: int, hooks: tuple[UsedIrqHook, ...]) -> None:
+        """Offer the used-buffer interrupt of queue ``index`` to the newest hook; the oldest one's raise is the line."""
+        if not hooks:
+            if self.on_irq is not None:
+                self.on_irq(True)
+            return
+        hooks[-1](index, lambda: self._hooked_irq(index, hooks[:-1]))
 
     def config_changed(self) -> None:
         """The device configuration changed: new generation, and a config interrupt once DRIVER_OK."""

@@ -31,6 +31,11 @@ class Coverage:
         at_least: hits a bin needs to count as covered.
     """
 
+    _bins: list[tuple[Hashable, ...]]
+    _hits: dict[tuple[Hashable, ...], int]
+    #: combinations sampled outside the goal; insertion order = first-seen order
+    _outside: dict[tuple[Hashable, ...], int]
+
     def __init__(
         self,
         name: str,
@@ -62,13 +67,13 @@ class Coverage:
             self._hits, self._bins, self._outside = shared._hits, shared._bins, shared._outside
             return
         names = list(axes)
-        self._bins: list[tuple[Hashable, ...]] = [
+        self._bins = [
             combo
             for combo in itertools.product(*axes.values())
             if ignore is None or not ignore(dict(zip(names, combo)))
         ]
-        self._hits: dict[tuple[Hashable, ...], int] = dict.fromkeys(self._bins, 0)
-        self._outside: dict[tuple[Hashable, ...], int] = {}  # insertion order = first-seen order
+        self._hits = dict.fromkeys(self._bins, 0)
+        self._outside = {}
         _registry[name] = self
 
     def __repr__(self) -> str:

@@ -1,8 +1,8 @@
 """Fault injection: the failures a virtio-iommu test wants to provoke, each with QEMU's/Linux's outcome.
 
 * ``UsedIrqFault`` drops or delays the used-buffer interrupts of chosen
-  virtqueues of a virtio-pci transport.  It sits on the transport's INTx path
-  (``notify_used`` -> ``on_irq``) after the device decided to interrupt
+  virtqueues of a virtio-pci transport.  It is a hook on the transport's INTx
+  path (``VirtioPciTransport.used_irq_hooks``) after the device decided to interrupt
   (QEMU ``virtio_notify`` -> ``virtio_split_should_notify``), so the ISR bit is
   still set and the used ring still written, as with a lost or late interrupt on
   real hardware.  A driver that polls its used ring (Linux's virtio-iommu driver
@@ -10,8 +10,8 @@
 * ``reset_device`` writes 0 to ``device_status`` while requests sit in the
   available ring: QEMU's ``virtio_reset`` forgets the rings, so those requests
   never complete, and a driver's wait for them must be bounded.
-* ``fail_host_maps`` turns on ``HostVfio.fail_map``: every ``VFIO_IOMMU_MAP_DMA``
-  fails; QEMU's ``vfio_iommu_map_notify`` only logs it (``error_report``), the
+* ``fail_host_maps`` installs a hook in ``HostVfio.map_fault_hooks``: every
+  ``VFIO_IOMMU_MAP_DMA`` fails; QEMU's ``vfio_iommu_map_notify`` only logs it (``error_report``), the
   guest still gets OK for its MAP, and the device's DMA to that IOVA later
   faults on the host IOMMU.
 * ``endpoint_dma_port`` / ``attempt_dma`` give any endpoint behind the vIOMMU a
@@ -19,8 +19,10 @@
   ``virtio_iommu_translate`` per access), so a test can aim one device's DMA at
   another domain's IOVAs and see the fault.
 
-The helpers take the machine's model objects structurally and import the
-models only when called: the plugin's import stays free of the models.
+Every fault goes in through a hook the model exposes and comes out when its
+block ends (or ``remove()``); no model attribute is replaced.  The model types
+are imported for the type checker only, and the models themselves only when a
+helper is called: the plugin's import stays free of the models.
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 from sim import Simulator
+
+if TYPE_CHECKING:
+    from models._dma import ViommuDmaPort
+    from models._host import HostVfio, VfioContainer
+    from models._machine import Machine
+    from models._seams import DmaPort
+    from models._virtio_pci import VirtioPciTransport
 
 #: virtio-pci common configuration: device_status register offset (virtio spec 4.1.4.3)
 DEVICE_STATUS_OFFSET = 0x14
@@ -45,10 +54,11 @@ class UsedIrqFault:
     ``mode`` is ``"drop"`` (the line is never raised for them) or ``"delay"``
     (raised ``delay`` ps later).  ``limit`` bounds how many interrupts are
     affected (None = all).  Interrupts of other queues and configuration
-    interrupts pass untouched.  Use as a context manager or call ``remove()``.
+    interrupts pass untouched.  The fault is a hook in the transport's
+    ``used_irq_hooks``; use as a context manager or call ``remove()``.
     """
 
-    def __init__(self, sim: Simulator, transport: Any, *, mode: str = "drop", delay: int = 0,
+    def __init__(self, sim: Simulator, transport: VirtioPciTransport, *, mode: str = "drop", delay: int = 0,
                  queues: Iterable[int] = (0,), limit: int | None = None) -> None:
         if mode not in ("drop", "delay"):
             raise ValueError(f"UsedIrqFault mode is 'drop' or 'delay', not {mode!r}")
@@ -68,13 +78,8 @@ class UsedIrqFault:
         self.delivered: list[tuple[int, int]] = []
         self.dropped = 0
         self.delayed = 0
-        self._notify_used: Callable[[int], None] = transport.notify_used
-        self._shadowed = "notify_used" in vars(transport)  # another interceptor is installed already
-        self._on_irq: Callable[[bool], None] | None = transport.on_irq
-        self._in_notify: int | None = None
         self._installed = True
-        transport.notify_used = self._intercept_notify
-        transport.on_irq = self._intercept_irq
+        transport.used_irq_hooks.append(self._hook)
 
     def __enter__(self) -> UsedIrqFault:
         return self
@@ -83,41 +88,23 @@ class UsedIrqFault:
         self.remove()
 
     def remove(self) -> None:
-        """Put the transport's own interrupt path back (delayed interrupts still arrive)."""
+        """Take the hook out of the transport's interrupt path (delayed interrupts still arrive)."""
         if self._installed:
             self._installed = False
-            if self._shadowed:
-                self.transport.notify_used = self._notify_used
-            else:
-                del self.transport.notify_used  # our instance attribute shadowed the method
-            self.transport.on_irq = self._on_irq
-
-    def _intercept_notify(self, index: int) -> None:
-        if index not in self.queues:
-            self._notify_used(index)
-            return
-        self._in_notify = index
-        try:
-            self._notify_used(index)
-        finally:
-            self._in_notify = None
+            self.transport.used_irq_hooks.remove(self._hook)
 
     def _affects_next(self) -> bool:
         return self.limit is None or self.dropped + self.delayed < self.limit
 
-    def _intercept_irq(self, level: bool) -> None:
-        queue = self._in_notify
-        original = self._on_irq
-        if not level or queue is None:
-            if original is not None:
-                original(level)
+    def _hook(self, queue: int, raise_line: Callable[[], None]) -> None:
+        if queue not in self.queues:
+            raise_line()
             return
         sim = self.sim
         self.raised.append((sim.now, queue))
         if not self._affects_next():
             self.delivered.append((sim.now, queue))
-            if original is not None:
-                original(True)
+            raise_line()
             return
         if self.mode == "drop":
             self.dropped += 1
@@ -132,8 +119,7 @@ class UsedIrqFault:
             self.delivered.append((sim.now, queue))
             if sim.tracing:
                 sim.trace("fault", "used_irq_delivered", queue=queue)
-            if original is not None:
-                original(True)
+            raise_line()
 
         sim.call_at(sim.now + self.delay, deliver)
 
@@ -147,7 +133,7 @@ class ResetOutcome:
     status_before: int
 
 
-def reset_device(transport: Any) -> ResetOutcome:
+def reset_device(transport: VirtioPciTransport) -> ResetOutcome:
     """Write 0 to ``device_status`` of ``transport`` now (QEMU ``virtio_set_status(0)`` -> ``virtio_reset``).
 
     Requests the driver published but the device had not popped are dropped
@@ -161,7 +147,7 @@ def reset_device(transport: Any) -> ResetOutcome:
         if queue is not None:
             pending[index] = (queue.avail_idx() - queue.last_avail_idx) & U16
     before = int(transport.status)
-    sim: Simulator = transport.sim
+    sim = transport.sim
     if sim.tracing:
         sim.trace("fault", "device_reset", pending=sum(pending.values()))
     work = transport.common_write(DEVICE_STATUS_OFFSET, 1, 0)
@@ -174,7 +160,7 @@ def reset_device(transport: Any) -> ResetOutcome:
 class HostMapFailures:
     """Counts what happened while ``fail_host_maps`` was active."""
 
-    host: Any
+    host: HostVfio
     errors_before: int
     map_calls_before: int
     errors: int = 0
@@ -185,12 +171,12 @@ class HostMapFailures:
         self.failed_maps = _map_calls(self.host) - self.map_calls_before
 
 
-def _map_calls(host: Any) -> int:
+def _map_calls(host: HostVfio) -> int:
     return sum(c.map_calls for c in host.containers.values())
 
 
 @contextlib.contextmanager
-def fail_host_maps(host: Any, errno: int = _errno.ENOMEM) -> Iterator[HostMapFailures]:
+def fail_host_maps(host: HostVfio | None, errno: int = _errno.ENOMEM) -> Iterator[HostMapFailures]:
     """Inside the block every host ``VFIO_IOMMU_MAP_DMA`` of ``host`` (a HostVfio) fails with ``-errno``.
 
     QEMU only logs the failure; the vIOMMU request that caused it completes OK.
@@ -200,16 +186,19 @@ def fail_host_maps(host: Any, errno: int = _errno.ENOMEM) -> Iterator[HostMapFai
     if host is None:
         raise ValueError("fail_host_maps needs a HostVfio: the machine has no VFIO device (nvme='vfio')")
     record = HostMapFailures(host, host.errors, _map_calls(host))
-    saved = (host.fail_map, host.fail_map_errno)
-    host.fail_map, host.fail_map_errno = True, errno
+
+    def fail(_container: VfioContainer, _iova: int, _size: int, _paddr: int) -> int:
+        return -errno
+
+    host.map_fault_hooks.append(fail)
     try:
         yield record
     finally:
-        host.fail_map, host.fail_map_errno = saved
+        host.map_fault_hooks.remove(fail)
         record._update()
 
 
-def endpoint_dma_port(machine: Any, bdf: int, *, name: str | None = None) -> Any:
+def endpoint_dma_port(machine: Machine, bdf: int, *, name: str | None = None) -> ViommuDmaPort:
     """A DMA engine for the function ``bdf`` behind the machine's virtio-iommu (a ViommuDmaPort).
 
     Every access is translated by ``virtio_iommu_translate`` for ``bdf`` at the
@@ -223,7 +212,7 @@ def endpoint_dma_port(machine: Any, bdf: int, *, name: str | None = None) -> Any
     return ViommuDmaPort(machine.memory, machine.viommu, bdf, name or f"rogue@{bdf:#06x}", fn.check_dma_allowed)
 
 
-def enable_bus_master(machine: Any, bdf: int) -> None:
+def enable_bus_master(machine: Machine, bdf: int) -> None:
     """Set memory-space and bus-master enable in the function's PCI command register (as a driver does)."""
     bus = machine.bus
     bus.config_write_sync(bdf, 0x04, 2, bus.config_read_sync(bdf, 0x04, 2) | 0x6)
@@ -240,7 +229,7 @@ class DmaAttempt:
     fault: str | None
 
 
-def attempt_dma(port: Any, iova: int, *, read: int = 0, write: bytes | None = None) -> DmaAttempt:
+def attempt_dma(port: DmaPort, iova: int, *, read: int = 0, write: bytes | None = None) -> DmaAttempt:
     """Read ``read`` bytes at ``iova`` (or write ``write``) through ``port``; a fault is an outcome, not an error."""
     from models._dma import DmaFault
 

@@ -447,7 +447,12 @@ class IovaDomain:
 
 @attrs.frozen
 class ResvRegion:
-    """``struct iommu_resv_region``: [start, start + length) of type ``IOMMU_RESV_*``."""
+    """``struct iommu_resv_region``: [start, start + length) of type ``IOMMU_RESV_*``.
+
+    Linux's value, which the guest's virtio-iommu driver builds from a PROBE RESV_MEM
+    property; not the platform's ``ReservedRegion`` (models/_viommu_state.py, QEMU's
+    inclusive [start, end] with a virtio ``RESV_MEM_T_*`` subtype, the device's side).
+    """
 
     start: int
     length: int

@@ -5,6 +5,7 @@ import errno
 from models import GuestMemory, MachineConfig
 from models._cost import CostModel
 from models._host import HostMapping, HostVfio
+from models._machine import realize_vfio
 from models._viommu import VirtioIommu
 from models._viommu_wire import AttachReq, DetachReq, MapReq, Status, UnmapReq
 from sim import ListSink, Simulator, ns
@@ -69,7 +70,7 @@ def vfio_machine(**host_kw: object) -> tuple[VirtioIommu, HostVfio, ListSink]:
     sink = ListSink()
     sim = Simulator(sinks=[sink])
     host = HostVfio(cfg.cost, cfg.host_iommu_pgsizes, sim=sim, **host_kw)
-    dev = VirtioIommu(sim, cfg, endpoints=Q35_BDFS, vfio_endpoints=[NVME], host=host)
+    dev = VirtioIommu(sim, cfg, endpoints=Q35_BDFS, vfio_endpoints={NVME: realize_vfio(host, NVME)})
     return dev, host, sink
 
 
@@ -143,7 +144,7 @@ def test_failed_host_map_is_logged_and_the_guest_still_sees_ok():
     """Failure injection: VFIO_IOMMU_MAP_DMA fails, QEMU logs it, MAP still returns OK."""
     dev, host, sink = vfio_machine()
     run(dev, AttachReq(1, NVME))
-    host.fail_map = True
+    host.map_fault_hooks.append(lambda *_: -errno.ENOMEM)
     out = run(dev, MapReq(1, 0x1000, 0x1FFF, 0x200000, 3))
     assert out.status == Status.OK
     assert out.host_ps == COST.vfio_map_ioctl_ps

@@ -4,7 +4,9 @@ import pytest
 
 from models import MachineConfig
 from models._host import HostVfio
-from models._viommu import ResvRegion, Translation, VirtioIommu
+from models._machine import realize_vfio
+from models._viommu import VirtioIommu
+from models._viommu_state import ReservedRegion, Translation
 from models._viommu_wire import (
     FAULT_F_ADDRESS,
     FAULT_F_READ,
@@ -94,7 +96,7 @@ def test_probe_short_writable_is_inval_without_properties_in_spec():
 
 def test_probe_more_than_21_regions_is_inval_with_zero_properties():
     """22 regions need 528 bytes > probe_size: INVAL, nothing written."""
-    regions = [ResvRegion(i << 20, (i << 20) + 0xFFF, 0) for i in range(22)]
+    regions = [ReservedRegion(i << 20, (i << 20) + 0xFFF, 0) for i in range(22)]
     dev, _ = make(reserved_regions=regions)
     assert dev.handle_request(ProbeReq(AHCI).pack(), 516) == (bytes(512) + ReqTail(Status.INVAL).pack(), 516)
     dev21, _ = make(reserved_regions=regions[:21])
@@ -105,7 +107,7 @@ def test_probe_vfio_endpoint_merges_host_reserved_ranges_under_the_msi_window():
     """Host usable IOVA ranges: their complement is RESERVED; the MSI property wins where they overlap."""
     cfg = MachineConfig()
     host = HostVfio(cfg.cost, cfg.host_iommu_pgsizes, usable_iova_ranges=[(0, 0xFEDFFFFF), (0xFEF00000, (1 << 48) - 1)])
-    dev = VirtioIommu(Simulator(), cfg, endpoints=Q35_BDFS, vfio_endpoints=[NVME], host=host)
+    dev = VirtioIommu(Simulator(), cfg, endpoints=Q35_BDFS, vfio_endpoints={NVME: realize_vfio(host, NVME)})
     reply, used = dev.handle_request(ProbeReq(NVME).pack(), 516)
     assert reply[:48] == MSI + ProbeResvMem.of(0, 1 << 48, (1 << 64) - 1).pack()
     assert reply[48:] == bytes(464) + ReqTail(Status.OK).pack()
@@ -185,7 +187,7 @@ def test_translate_msi_window_is_identity_even_unmapped():
 
 def test_fault_reserved_region_is_r_mapping():
     """A RESERVED (subtype 0) region faults before the mapping lookup."""
-    dev, _ = attached(reserved_regions=[ResvRegion(0x10000, 0x10FFF, 0)])
+    dev, _ = attached(reserved_regions=[ReservedRegion(0x10000, 0x10FFF, 0)])
     assert dev.translate(AHCI, 0x10000, READ).fault == FaultEvent(FAULT_R_MAPPING, FAULT_F_ADDRESS, AHCI, 0x10000)
 
 

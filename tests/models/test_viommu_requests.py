@@ -6,6 +6,7 @@ import pytest
 from models import ConfigError, GuestMemory, MachineConfig
 from models._host import HostVfio
 from models._replay_input import encode_request, parse_replay, writable_size
+from models._machine import realize_vfio
 from models._viommu import RequestFramingError, VirtioIommu
 from models._viommu_wire import (
     F_BYPASS_CONFIG,
@@ -342,10 +343,10 @@ def test_config_page_size_mask_is_narrowed_by_the_vfio_host():
     cfg = MachineConfig()
     sim = Simulator()
     host = HostVfio(cfg.cost, cfg.host_iommu_pgsizes)
-    dev = VirtioIommu(sim, cfg, endpoints=Q35_BDFS, vfio_endpoints=[NVME], host=host)
+    dev = VirtioIommu(sim, cfg, endpoints=Q35_BDFS, vfio_endpoints={NVME: realize_vfio(host, NVME)})
     assert dev.config().page_size_mask == 0x40201000
     with pytest.raises(ConfigError, match="page size mask 0x100 incompatible with currently supported mask"):
-        VirtioIommu(sim, cfg, endpoints=Q35_BDFS, vfio_endpoints=[NVME], host=HostVfio(cfg.cost, 0x100))
+        VirtioIommu(sim, cfg, endpoints=Q35_BDFS, vfio_endpoints={NVME: realize_vfio(HostVfio(cfg.cost, 0x100), NVME)})
 
 
 def test_config_write_of_bypass_without_negotiation_breaks_the_device():
@@ -393,7 +394,8 @@ class Guest:
         self.sink = ListSink()
         self.sim = Simulator(sinks=[self.sink])
         self.mem = GuestMemory(cfg.memory)
-        self.dev = VirtioIommu(self.sim, cfg, endpoints=Q35_BDFS, vfio_endpoints=vfio, host=host)
+        assigned = {bdf: realize_vfio(host, bdf) for bdf in vfio} if host is not None else {}
+        self.dev = VirtioIommu(self.sim, cfg, endpoints=Q35_BDFS, vfio_endpoints=assigned)
         self.t = VirtioPciTransport(self.sim, self.mem, self.dev, "virtio-iommu-pci")
         self.irqs: list[bool] = []
         self.t.on_irq = self.irqs.append
