@@ -1,9 +1,13 @@
-"""MachineConfig: every machine and policy option in one frozen record.
+"""MachineConfig: every machine and policy option in one frozen record, and its option table.
 
 The CLI flags, TOML scenario files and the testbench's ``platform(...)`` fixture
 are three spellings of this one class; ``models.build_machine(config)`` turns it
-into a running machine.  Validation errors are ``ConfigError`` (a ValueError)
-whose message names the option, so the CLI can print one line and exit 2.
+into a running machine.  Each option's spelling lives once, in its field's
+metadata (flag, metavar, help, choices or integer range, CLI group);
+``machine_options()`` returns it as ``OptionSpec`` values, from which the CLI
+builds its flags and help and the TOML loaders their key tables.  Validation
+errors are ``ConfigError`` (a ValueError) whose message names the flag, so the
+CLI can print one line and exit 2, whichever spelling carried the bad value.
 
 Defaults are the seed's machine: ``qemu-system-x86_64 -machine q35 -smp 4 -m 64G
 -device virtio-iommu -device vfio-pci,host=...`` booting Linux 6.7.
@@ -12,6 +16,7 @@ Defaults are the seed's machine: ``qemu-system-x86_64 -machine q35 -smp 4 -m 64G
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -25,6 +30,9 @@ MIB = 1 << 20
 #: 4 KiB | 2 MiB | 1 GiB = 0x40201000, the page mask the seed's guest prints.
 HOST_IOMMU_PGSIZES_DEFAULT = (1 << 12) | (1 << 21) | (1 << 30)
 
+#: the CLI groups of the options, in help order
+GROUPS = ("machine", "device", "guest", "policy")
+
 
 class ConfigError(ValueError):
     """A machine option has a value the machine cannot have.  ``option`` names it."""
@@ -32,22 +40,6 @@ class ConfigError(ValueError):
     def __init__(self, option: str, message: str) -> None:
         self.option = option
         super().__init__(f"{option}: {message}")
-
-
-def _choice(option: str, choices: tuple[str, ...]) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if value not in choices:
-            raise ConfigError(option, f"invalid value {value!r} (choose from {', '.join(choices)})")
-
-    return check
-
-
-def _int_range(option: str, lo: int, hi: int) -> Any:
-    def check(_inst: object, _attr: object, value: object) -> None:
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise ConfigError(option, f"invalid value {value!r} (an integer from {lo} to {hi})")
-
-    return check
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
@@ -67,32 +59,143 @@ def parse_size(text: str | int, option: str = "--memory") -> int:
     return value
 
 
+def format_size(value: int) -> str:
+    """``parse_size``'s inverse for whole units: 64 GiB -> ``"64G"``."""
+    for suffix in "TGMK":
+        shift = _SIZE_SHIFT[suffix]
+        if value >= 1 << shift and value % (1 << shift) == 0:
+            return f"{value >> shift}{suffix}"
+    return str(value)
+
+
+def _names(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A list of names, or one comma-separated string of them (the kernel command line's form)."""
+    if isinstance(value, str):
+        return tuple(n for n in value.split(",") if n)
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class OptionSpec:
+    """One machine option, as every spelling of it sees it.
+
+    ``name`` is the MachineConfig field and the TOML ``[machine]`` key, ``flag`` (with
+    ``aliases``) the command-line flag, ``help`` the flag's help text ending in
+    ``(default <default_text>...)``, ``kind`` the type the command line converts a flag's text
+    to before MachineConfig's own checks.
+    """
+
+    name: str
+    flag: str
+    aliases: tuple[str, ...]
+    metavar: str
+    help: str
+    group: str
+    kind: type[int] | type[str]
+    #: the base a command-line integer is written in (0: Python's literal prefixes, e.g. 0x)
+    base: int
+    default: object
+    default_text: str
+    choices: tuple[str, ...] | None
+    range: tuple[int, int] | None
+
+    @property
+    def toml_key(self) -> str:
+        return self.name
+
+    def check(self, value: object) -> None:
+        """Raise ``ConfigError`` naming the flag if ``value`` is not one of the choices / in range."""
+        _validate(self.flag, self.choices, self.range, value)
+
+
+def _validate(flag: str, choices: tuple[str, ...] | None, range: tuple[int, int] | None, value: object) -> None:
+    if choices is not None and value not in choices:
+        raise ConfigError(flag, f"invalid value {value!r} (choose from {', '.join(choices)})")
+    if range is not None:
+        lo, hi = range
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ConfigError(flag, f"invalid value {value!r} (an integer from {lo} to {hi})")
+
+
+@attrs.frozen(kw_only=True)
+class _Meta:
+    """A field's option metadata (``OptionSpec`` without what the field itself knows)."""
+
+    flag: str
+    metavar: str | None
+    help: str
+    group: str
+    choices: tuple[str, ...] | None = None
+    range: tuple[int, int] | None = None
+    aliases: tuple[str, ...] = ()
+    #: what the default means, after its value in the help (e.g. for "auto")
+    default_note: str = ""
+    base: int = 10
+
+
+_OPTION = "viommu_sim.option"
+
+
+def _option(flag: str, help: str, *, group: str = "machine", metavar: str | None = None,
+            choices: tuple[str, ...] | None = None, range: tuple[int, int] | None = None,
+            aliases: tuple[str, ...] = (), default_note: str = "", base: int = 10) -> dict[str, _Meta]:
+    return {_OPTION: _Meta(flag=flag, metavar=metavar, help=help, group=group, choices=choices, range=range,
+                           aliases=aliases, default_note=default_note, base=base)}
+
+
+def _check(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """The validator of every option field: its choices or range, from its metadata."""
+    meta: _Meta = attribute.metadata[_OPTION]
+    _validate(meta.flag, meta.choices, meta.range, value)
+
+
 @attrs.frozen(kw_only=True)
 class MachineConfig:
     """The whole machine: platform, devices, guest kernel and policies."""
 
-    smp: int = attrs.field(default=4, validator=_int_range("--smp", 1, 288))
-    memory: int = attrs.field(default=64 * GIB, converter=parse_size)
-    nvme: str = attrs.field(default="vfio", validator=_choice("--nvme", ("vfio", "emulated", "none")))
-    aw_bits: int = attrs.field(default=64, validator=_int_range("--aw-bits", 32, 64))
-    seed: int = attrs.field(default=0, validator=_int_range("--seed", 0, 2**64 - 1))
-    viommu: str = attrs.field(default="on", validator=_choice("--viommu", ("on", "none")))
-    flavor: str = attrs.field(default="qemu", validator=_choice("--flavor", ("qemu", "spec")))
-    iommu_policy: str = attrs.field(default="lazy", validator=_choice("--iommu-policy", ("lazy", "strict")))
-    guest_kernel: str = attrs.field(default="6.7", validator=_choice("--guest-kernel", ("6.7", "6.12")))
+    smp: int = attrs.field(default=4, validator=_check, metadata=_option(
+        "--smp", "number of vCPUs", metavar="N", range=(1, 288)))
+    memory: int = attrs.field(default=64 * GIB, converter=parse_size, validator=_check, metadata=_option(
+        "--memory", "guest RAM, QEMU -m syntax", metavar="SIZE", aliases=("-m",)))
+    nvme: str = attrs.field(default="vfio", validator=_check, metadata=_option(
+        "--nvme", "00:04.0: passed-through PM173X (vfio), QEMU's emulated NVMe, or none",
+        choices=("vfio", "emulated", "none")))
+    aw_bits: int = attrs.field(default=64, validator=_check, metadata=_option(
+        "--aw-bits", "virtio-iommu input address width", metavar="N", range=(32, 64)))
+    seed: int = attrs.field(default=0, validator=_check, metadata=_option(
+        "--seed", "simulation seed", metavar="N", range=(0, 2**64 - 1)))
+    viommu: str = attrs.field(default="on", validator=_check, metadata=_option(
+        "--viommu", "00:03.0 virtio-iommu-pci present", choices=("on", "none")))
+    flavor: str = attrs.field(default="qemu", validator=_check, metadata=_option(
+        "--flavor", "virtio-iommu behaviour: QEMU's exactly (qemu) or the virtio spec's MUSTs (spec)",
+        group="device", choices=("qemu", "spec")))
+    iommu_policy: str = attrs.field(default="lazy", validator=_check, metadata=_option(
+        "--iommu-policy", "DMA domain TLB invalidation policy, kernel command line iommu.strict",
+        group="guest", choices=("lazy", "strict")))
+    guest_kernel: str = attrs.field(default="6.7", validator=_check, metadata=_option(
+        "--guest-kernel", "guest kernel behaviour: 6.7 (the seed) or 6.12 (the reference boot; any kernel "
+        "from 6.8)", group="guest", choices=("6.7", "6.12")))
+    #: guest kernel command line ``initcall_blacklist=``: built-in driver initcalls that do not run
+    initcall_blacklist: tuple[str, ...] = attrs.field(default=(), converter=_names, validator=_check, metadata=_option(
+        "--initcall-blacklist", "kernel command line initcall_blacklist=, e.g. agp_intel_init",
+        group="guest", metavar="NAME[,NAME]"))
+    #: page sizes the host IOMMU behind VFIO supports (bitmap, as VFIO reports it)
+    host_iommu_pgsizes: int = attrs.field(default=HOST_IOMMU_PGSIZES_DEFAULT, validator=_check, metadata=_option(
+        "--host-iommu-pgsizes", "page sizes of the host IOMMU behind VFIO, a bitmap as VFIO reports it",
+        metavar="MASK", range=(1, 2**64 - 1), base=0))
     #: dma-iommu flush queue of lazy (DMA-FQ) domains: per-CPU rings (256 entries, 10 ms) or one ring
     #: (32768 entries, 1000 ms, as ``shadow_on_flush`` selects).  "auto" follows ``guest_kernel``: 6.7's
     #: virtio-iommu lacks IOMMU_CAP_DEFERRED_FLUSH (lazy domains fall back to strict), 6.12 has per-CPU
     #: queues.  An explicit choice gives virtio-iommu ``flush_iotlb_all`` (the 6.8 patch) on any kernel.
-    flush_queue: str = attrs.field(default="auto", validator=_choice("--flush-queue", ("percpu", "single", "auto")))
+    flush_queue: str = attrs.field(default="auto", validator=_check, metadata=_option(
+        "--flush-queue", "lazy domains' flush queue", group="policy", choices=("percpu", "single", "auto"),
+        default_note="as the guest kernel; an explicit choice gives virtio-iommu flush_iotlb_all on any kernel"))
     #: virtio-iommu MAPs: "on" queues them and syncs once per map operation (``iotlb_sync_map``, 6.8+),
     #: "off" sends each MAP synchronously (6.7); "auto" follows ``guest_kernel``
-    map_batching: str = attrs.field(default="auto", validator=_choice("--map-batching", ("on", "off", "auto")))
-    #: guest kernel command line ``initcall_blacklist=``: built-in driver initcalls that do not run
-    initcall_blacklist: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    #: page sizes the host IOMMU behind VFIO supports (bitmap, as VFIO reports it)
-    host_iommu_pgsizes: int = HOST_IOMMU_PGSIZES_DEFAULT
-    #: every timing parameter (see models/_cost.py)
+    map_batching: str = attrs.field(default="auto", validator=_check, metadata=_option(
+        "--map-batching", "queue MAPs and sync once per map operation", group="policy",
+        choices=("on", "off", "auto"), default_note="as the guest kernel: 6.7 off, 6.12 on"))
+    #: every timing parameter (see models/_cost.py); spelt as the TOML ``[cost]`` table
     cost: CostModel = attrs.field(factory=CostModel)
 
     @memory.validator
@@ -104,3 +207,55 @@ class MachineConfig:
 
     def evolve(self, **changes: Any) -> MachineConfig:
         return attrs.evolve(self, **changes)
+
+
+def _default_text(default: object) -> str:
+    if isinstance(default, tuple):
+        return ",".join(default) or "none"
+    if isinstance(default, int) and default > 0xFFFF:  # a bitmap
+        return hex(default)
+    return str(default)
+
+
+def _spec(a: attrs.Attribute[Any]) -> OptionSpec:
+    meta: _Meta = a.metadata[_OPTION]
+    default: object = a.default
+    text = format_size(default) if a.name == "memory" and isinstance(default, int) else _default_text(default)
+    note = f": {meta.default_note}" if meta.default_note else ""
+    metavar = meta.metavar or "|".join(meta.choices or ())
+    return OptionSpec(name=a.name, flag=meta.flag, aliases=meta.aliases, metavar=metavar,
+                      help=f"{meta.help} (default {text}{note})", group=meta.group,
+                      kind=int if a.converter is None and a.type in (int, "int") else str, base=meta.base,
+                      default=default, default_text=text,
+                      choices=meta.choices, range=meta.range)
+
+
+_SPECS = tuple(_spec(a) for a in attrs.fields(MachineConfig) if _OPTION in a.metadata)
+
+
+def machine_options(*groups: str) -> tuple[OptionSpec, ...]:
+    """Every machine option (all of MachineConfig's fields but ``cost``) in field order, or only
+    those of the given CLI ``groups`` (see ``GROUPS``)."""
+    for g in groups:
+        if g not in GROUPS:
+            raise ValueError(f"unknown option group {g!r} (choose from {', '.join(GROUPS)})")
+    return tuple(s for s in _SPECS if not groups or s.group in groups)
+
+
+def unknown_option(names: Iterable[str]) -> str | None:
+    """The first of ``names`` that is no machine option (``cost`` is none either), or None."""
+    known = {s.name for s in _SPECS}
+    return next((n for n in names if n not in known), None)
+
+
+def machine_config(options: dict[str, Any], *, cost: CostModel | None = None,
+                   label: str = "machine.") -> MachineConfig:
+    """``MachineConfig(**options)``; a name that is no option raises ``ConfigError`` naming it
+    (``label + name``) and listing the known ones, instead of a ``TypeError``."""
+    bad = unknown_option(options)
+    if bad is not None:
+        known = ", ".join(s.name for s in _SPECS)
+        raise ConfigError(f"{label}{bad}", f"unknown machine option (known: {known})")
+    if cost is None:
+        return MachineConfig(**options)
+    return MachineConfig(**options, cost=cost)

@@ -33,14 +33,17 @@ class Platform:
 
 
 async def boot_platform(options: dict[str, Any], sim: Simulator) -> Platform:
-    """``MachineConfig(**options, seed=<test seed>)``, built on ``sim`` and booted; returns the Platform."""
-    from models import MachineConfig
+    """``MachineConfig(**options, seed=<test seed>)``, built on ``sim`` and booted; returns the Platform.
+
+    A keyword that is no machine option, or a bad value, raises ``ConfigError`` naming the option,
+    with the message the CLI and scenario files give."""
+    from models._config import machine_config
     from models._machine import build_machine
     from models.guest._boot import boot
 
     options = dict(options)
     options.setdefault("seed", sim.seed % (1 << 64))
-    config = MachineConfig(**options)
+    config = machine_config(options, label="")
     machine = build_machine(config, sim)
     kernel = await boot(machine)
     return Platform(sim, config, machine, kernel)

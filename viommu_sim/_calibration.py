@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import statistics
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -41,15 +42,23 @@ REPETITIONS = 5
 TOLERANCE_PP = 3.0
 
 
+def _options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(options)
+
+
+def _costs(costs: Mapping[str, int]) -> dict[str, int]:
+    return dict(costs)
+
+
 @attrs.frozen
 class Row:
     """One configuration of the table: its label, the published figure and the model's machine."""
 
     label: str
     published_pct: float
-    machine: dict[str, Any] = attrs.field(converter=dict)
+    machine: dict[str, Any] = attrs.field(converter=_options)
     #: cost overrides of this row (the host row only: a bare-metal machine has no interrupt injection)
-    cost: dict[str, int] = attrs.field(factory=dict, converter=dict)
+    cost: dict[str, int] = attrs.field(factory=dict, converter=_costs)
 
 
 _VIOMMU = {"viommu": "on", "guest_kernel": "6.12"}

@@ -10,8 +10,10 @@ import trio
 
 from sim import JsonlSink, Lock, Queue, Simulator, format_time, ns, sleep, us
 
+from ._options import UsageError
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run a small deterministic kernel demo and print its trace digest")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="simulation seed (default 0)")
     p.add_argument("--requests", type=int, default=1000, metavar="N", help="requests to push through (default 1000)")
@@ -20,8 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     if args.requests < 1:
-        from .cli import UsageError
-
         raise UsageError(f"--requests: must be at least 1, not {args.requests}")
     buf = io.StringIO()
     sim = Simulator(seed=args.seed, sinks=[JsonlSink(buf)])

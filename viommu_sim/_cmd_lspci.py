@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import argparse
 
-from models._lspci import lspci
 from models._machine import build_machine
+from models._lspci import lspci
 from models._pci_enum import enumerate_bus
 from sim import Simulator
 
-from .cli import add_machine_flags, machine_config
+from ._options import add_machine_flags, config_from_args
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lspci", help="list the machine's PCI functions as the guest's lspci prints them")
     add_machine_flags(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = machine_config(args)
+    config = config_from_args(args)
     machine = build_machine(config, Simulator(seed=config.seed))
     devices = enumerate_bus(machine.bus, machine.memory)
     print(lspci(machine.bus, (d.bdf for d in devices)), end="")

@@ -24,15 +24,13 @@ from models.guest._raw_viommu import raw_viommu_platform
 from sim import Simulator
 
 from ._tracing import TraceOutput, add_trace_flags
-from .cli import UsageError, add_machine_flags, machine_config
+from ._options import UsageError, add_machine_flags, config_from_args
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="replay a virtio-iommu request log through the simulated stack")
     p.add_argument("file", metavar="FILE", help="JSON Lines requests or a QEMU virtio_iommu_* trace log ('-' = stdin)")
-    add_machine_flags(p)
-    p.add_argument("--flavor", default="qemu", metavar="qemu|spec",
-                   help="device behaviour: QEMU's exactly (default) or the virtio spec's MUSTs")
+    add_machine_flags(p, "machine", "device")
     p.add_argument("--dump-state", action="store_true", help="print the device's final domains and mappings last")
     add_trace_flags(p)
     p.set_defaults(handler=run)
@@ -55,7 +53,7 @@ def _read_input(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = machine_config(args)
+    config = config_from_args(args)
     text = _read_input(args.file)
     try:
         requests = parse_replay(text)

@@ -18,61 +18,25 @@ from typing import Any, Callable
 
 import attrs
 
-from models._config import MachineConfig
+from models._config import machine_options
 from models._cost import CostModel
 from models.guest._flush_queue import dma_domain_policy, virtio_iommu_map_batching
 
-from ._cmd_boot import add_guest_flags
-from ._workload import JOB_KEYS, parse_bytes, run_scenario
-from .cli import UsageError, add_machine_flags
+from ._job import JOB_KEYS, JOB_OPTIONS
+from ._options import UsageError, add_job_flags, add_machine_flags, given_machine_options
+from ._workload import run_scenario
 
-#: command-line dest -> MachineConfig field, for the machine flags
-_MACHINE_FLAGS = ("smp", "memory", "nvme", "aw_bits", "viommu", "seed", "iommu_policy", "guest_kernel",
-                  "initcall_blacklist", "flush_queue", "map_batching")
-_JOB_FLAGS = ("rw", "bs", "iodepth", "numjobs", "rwmixread", "ios", "runtime", "ramp_time", "size", "contig_pages")
 #: a run is "long" (worth a progress bar) from this many I/Os or simulated seconds
 _LONG_IOS = 20_000
 _LONG_RUNTIME_S = 0.5
 
 
-def _bs(text: str) -> int:
-    try:
-        return parse_bytes(text, "--bs")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--bs: ")) from None
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a fio-like workload through the whole stack and print its figures")
-    add_machine_flags(p)
-    add_guest_flags(p)
-    g = p.add_argument_group("policy")
-    g.add_argument("--flush-queue", metavar="percpu|single",
-                   help="lazy domains' flush queue (default: as the guest kernel; an explicit choice gives "
-                        "virtio-iommu flush_iotlb_all on any kernel)")
-    g.add_argument("--map-batching", metavar="on|off",
-                   help="queue MAPs and sync once per map operation (default: as the guest kernel: 6.7 off, 6.12 on)")
-    j = p.add_argument_group("job (fio-like)")
-    j.add_argument("--rw", metavar="MODE", help="read|write|randread|randwrite|randrw (default randread)")
-    j.add_argument("--bs", type=_bs, metavar="SIZE", help="block size: 4096, 4k, 64k, 1M (default 4k)")
-    j.add_argument("--iodepth", type=int, metavar="N", help="I/Os in flight per job (default 1)")
-    j.add_argument("--numjobs", type=int, metavar="N", help="jobs, job j on CPU j %% smp (default 1)")
-    j.add_argument("--rwmixread", type=int, metavar="PCT", help="randrw: percent reads (default 50)")
-    j.add_argument("--size", type=str, metavar="SIZE", help="bytes of the namespace the job addresses (default 16M)")
-    j.add_argument("--contig-pages", type=int, metavar="N",
-                   help="mean physically contiguous run of the jobs' buffers, in 4 KiB pages (1: every page "
-                        "scattered; default 8)")
-    j.add_argument("--ramp-time", type=float, metavar="SECONDS",
-                   help="simulated seconds to run before measuring (default 0)")
-    n = j.add_mutually_exclusive_group()
-    n.add_argument("--ios", type=int, metavar="N", help="total I/Os (default 1000)")
-    n.add_argument("--runtime", type=float, metavar="SECONDS", help="simulated seconds to run instead")
+    add_machine_flags(p, "machine", "device", "guest", "policy")
+    add_job_flags(p)
     p.add_argument("--scenario", metavar="FILE.toml", help="machine, job and cost from a TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
-    # only flags really given reach the scenario (so they override the file, and the file the defaults)
-    for action in p._actions:
-        if action.dest in _MACHINE_FLAGS:
-            action.default = argparse.SUPPRESS
     p.set_defaults(handler=run)
 
 
@@ -86,7 +50,7 @@ def _load_scenario(path: str) -> dict[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
     known = {
-        "machine": {a.name for a in attrs.fields(MachineConfig) if a.name != "cost"},
+        "machine": {s.toml_key for s in machine_options()},
         "job": set(JOB_KEYS),
         "cost": {a.name for a in attrs.fields(CostModel)},
     }
@@ -107,23 +71,16 @@ def _load_scenario(path: str) -> dict[str, dict[str, Any]]:
 def scenario_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The file's tables (if any) with the flags given on the command line on top."""
     sc = _load_scenario(args.scenario) if args.scenario else {"machine": {}, "job": {}, "cost": {}}
-    for dest in _MACHINE_FLAGS:
-        if hasattr(args, dest):
-            value = getattr(args, dest)
-            if dest == "initcall_blacklist":
-                value = tuple(n for n in value.split(",") if n)
-            sc["machine"][dest] = value
-    if isinstance(sc["machine"].get("initcall_blacklist"), str):
-        sc["machine"]["initcall_blacklist"] = tuple(n for n in sc["machine"]["initcall_blacklist"].split(",") if n)
+    sc["machine"].update(given_machine_options(args))
     job = sc["job"]
-    for dest in _JOB_FLAGS:
-        value = getattr(args, dest, None)
+    for option in JOB_OPTIONS:
+        value = getattr(args, option.name, None) if option.cli else None
         if value is None:
             continue
-        if dest in ("ios", "runtime"):  # the command line's length replaces the file's
+        if option.name in ("ios", "runtime"):  # the command line's length replaces the file's
             job.pop("ios", None)
             job.pop("runtime", None)
-        job[dest] = value
+        job[option.name] = value
     return sc
 
 

@@ -49,7 +49,7 @@ def _seed(text: str) -> int:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sweep", help="run the workload over a policy x kernel x iodepth x seed matrix")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory: results.csv, chart.png, points.jsonl (rerun to resume)")
@@ -82,9 +82,11 @@ def build_matrix(args: argparse.Namespace) -> Matrix:
                  if getattr(args, name) is not None}
     if args.matrix:
         m = load_matrix(args.matrix, **axes)
-        return Matrix(**{n: getattr(m, n) for n in DEFAULT_AXES}, machine=m.machine, job={**m.job, **job_flags},
-                      cost=m.cost)
-    return Matrix(**{n: DEFAULT_AXES[n] if v is None else v for n, v in axes.items()}, job=job_flags)
+        return Matrix(policy=m.policy, guest_kernel=m.guest_kernel, iodepth=m.iodepth, seed=m.seed,
+                      machine=m.machine, job={**m.job, **job_flags}, cost=m.cost)
+    given = {n: DEFAULT_AXES[n] if v is None else v for n, v in axes.items()}
+    return Matrix(policy=given["policy"], guest_kernel=given["guest_kernel"], iodepth=given["iodepth"],
+                  seed=given["seed"], job=job_flags)
 
 
 def _reporter() -> tuple[Callable[[int, int, Point | None], None], Callable[[], None]]:

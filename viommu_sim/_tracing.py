@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from sim import JsonlSink, ListSink, TraceSink
 
+from ._options import UsageError
 from ._perfetto import write_chrome_trace
 
 
@@ -21,8 +22,6 @@ class TraceOutput:
     """Opens the trace file up front (a bad path is a usage error before anything runs) and finishes it."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from .cli import UsageError
-
         self.path: str | None = getattr(args, "trace", None)
         self.format: str = getattr(args, "trace_format", "jsonl")
         self.file: IO[str] | None = None

@@ -196,6 +196,6 @@ async def boot(machine: Any) -> GuestKernel:
     """Boot the guest on ``machine`` (call from a sim task); returns the booted kernel."""
     kernel = GuestKernel(machine)
     b = Boot(kernel)
-    kernel.boot = b  # type: ignore[attr-defined]
+    kernel.boot = b
     await b.run()
     return kernel

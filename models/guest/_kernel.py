@@ -14,7 +14,7 @@ The boot sequence (initcall order, async and deferred probe) lives in
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim import Cancelled, Event, Simulator
 
@@ -22,6 +22,9 @@ from .._memory import GIB
 from ._device import GuestDevice
 from ._mm import PageAllocator
 from ._printk import Printk
+
+if TYPE_CHECKING:
+    from ._boot import Boot
 
 #: memory the early boot has already used before drivers allocate (kernel image, memmap, ...):
 #: an estimate, it only shifts the physical addresses of DMA buffers
@@ -90,6 +93,9 @@ class _CpuHold:
 
 class GuestKernel:
     """Shared state of one booted (or booting) guest."""
+
+    #: the boot that brings the guest up, with its drivers (``boot.viommu``, ``boot.nvme``); set by ``boot()``
+    boot: Boot
 
     def __init__(self, machine: Any) -> None:
         self.machine = machine

@@ -1,0 +1,85 @@
+"""What the subcommands share: the usage error, the parser class, and the flags built from tables.
+
+The machine flags come from ``MachineConfig``'s option table (``models._config.machine_options``),
+the job flags of ``run`` from ``_job.JOB_OPTIONS``: neither is written out here.  Every machine
+flag defaults to "not given" (``argparse.SUPPRESS``), so only the flags on the command line reach
+the configuration and everything else keeps MachineConfig's (or a scenario file's) value.
+``cli`` assembles the subcommands; the ``_cmd_*`` modules import only this module, never ``cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+from models._config import GROUPS, ConfigError, MachineConfig, OptionSpec, machine_config, machine_options
+
+from ._job import JOB_OPTIONS, JobOption, parse_bytes
+
+
+class UsageError(Exception):
+    """A bad command-line value or input file: one line, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _integer(text: str) -> int:
+    """An integer in any of Python's literal bases (0x40201000, 0o17, 42)."""
+    return int(text, 0)
+
+
+_integer.__name__ = "int"  # argparse's message: "invalid int value: ..."
+
+
+def _arg_type(spec: OptionSpec) -> Any:
+    if spec.kind is str:
+        return str
+    return _integer if spec.base == 0 else int
+
+
+def add_machine_flags(parser: argparse.ArgumentParser, *groups: str) -> None:
+    """The machine flags of ``groups`` (``models._config.GROUPS``; default: "machine"), one
+    argument group each, help texts and metavars from the option table."""
+    for group in GROUPS:
+        if group not in (groups or ("machine",)):
+            continue
+        g = parser.add_argument_group(group)
+        for spec in machine_options(group):
+            g.add_argument(spec.flag, *spec.aliases, dest=spec.name, type=_arg_type(spec), metavar=spec.metavar,
+                           default=argparse.SUPPRESS, help=spec.help.replace("%", "%%"))
+
+
+def config_from_args(args: argparse.Namespace, **extra: Any) -> MachineConfig:
+    """The MachineConfig of the machine flags given on the command line (and any ``extra`` options)."""
+    return machine_config({**given_machine_options(args), **extra}, label="--")
+
+
+def given_machine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The machine options the command line gave, by MachineConfig field name."""
+    return {s.name: getattr(args, s.name) for s in machine_options() if hasattr(args, s.name)}
+
+
+def _bs(text: str) -> int:
+    try:
+        return parse_bytes(text, "--bs")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--bs: ")) from None
+
+
+def _job_flag(group: Any, option: JobOption) -> None:
+    kind: Any = _bs if option.name == "bs" else option.kind
+    group.add_argument(option.flag, type=kind, metavar=option.metavar, help=option.full_help.replace("%", "%%"))
+
+
+def add_job_flags(parser: argparse.ArgumentParser) -> None:
+    """``run``'s fio-like job flags (``--ios`` and ``--runtime`` exclusive), from ``JOB_OPTIONS``."""
+    j = parser.add_argument_group("job (fio-like)")
+    length = j.add_mutually_exclusive_group()
+    for option in JOB_OPTIONS:
+        if option.cli:
+            _job_flag(length if option.name in ("ios", "runtime") else j, option)

@@ -1,0 +1,105 @@
+"""What a run reports: the models' counters across the measured window, and the result dict.
+
+Every figure comes from counters the models keep (no trace sinks): the guest virtio-iommu
+driver's kicks, requests by type and stale-window sums, the VFIO container's map and unmap
+ioctls, and the NVMe domain's invalidation statistics.  ``WindowCounters`` reads them, by
+typed attribute access, when the window opens and when it closes; ``delta()`` is their
+difference in the result's shape.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from models._config import MachineConfig
+from models.guest._dma_iommu import DmaApi
+
+if TYPE_CHECKING:
+    from models._host import VfioContainer
+    from models._machine import Machine
+    from models.guest._flush_queue import FlushQueue, StrictInvalidation
+    from models.guest._kernel import GuestKernel
+    from models.guest._viommu_driver import ViommuDriver
+
+REQUEST_TYPES = ("ATTACH", "DETACH", "MAP", "UNMAP", "PROBE")
+
+
+@attrs.frozen(kw_only=True)
+class CounterSnapshot:
+    """The counters a run reports, at one instant (zero for a model the machine does not have)."""
+
+    kicks: int = 0
+    #: requests sent, by type, in ``REQUEST_TYPES`` order
+    requests: tuple[int, ...] = (0,) * len(REQUEST_TYPES)
+    unmaps: int = 0
+    stale_total_ps: int = 0
+    host_map_calls: int = 0
+    host_unmap_calls: int = 0
+    iotlb_flushes: int = 0
+
+
+class WindowCounters:
+    """The model counters of the NVMe's I/O path, read at the window's start and end."""
+
+    def __init__(self, kernel: GuestKernel, machine: Machine) -> None:
+        self.viommu: ViommuDriver | None = kernel.boot.viommu
+        nvme_fn = machine.nvme_pci
+        assert nvme_fn is not None  # run_scenario refuses nvme="none"
+        self.container: VfioContainer | None = (
+            machine.host.containers.get(nvme_fn.bdf) if machine.host is not None else None)
+        dma = kernel.devices[nvme_fn.bdf].dma
+        self.invalidation: StrictInvalidation | FlushQueue | None = (
+            dma.cookie.invalidation if isinstance(dma, DmaApi) else None)
+        if self.viommu is not None:
+            self.viommu.unmap_stale_max_ps = 0  # the job's own maximum
+        self.start = self._read()
+        self.end: CounterSnapshot | None = None
+
+    def stop(self) -> None:
+        """Take the end snapshot now (the window closed)."""
+        if self.end is None:
+            self.end = self._read()
+
+    def _read(self) -> CounterSnapshot:
+        v, c, inv = self.viommu, self.container, self.invalidation
+        fields: dict[str, Any] = {}
+        if v is not None:
+            fields.update(kicks=v.kicks, unmaps=v.unmaps_completed, stale_total_ps=v.unmap_stale_total_ps,
+                          requests=tuple(v.requests_by_type.get(t, 0) for t in REQUEST_TYPES))
+        if c is not None:
+            fields.update(host_map_calls=c.map_calls, host_unmap_calls=c.unmap_calls)
+        if inv is not None:
+            fields.update(iotlb_flushes=inv.stats().invalidations_finished)
+        return CounterSnapshot(**fields)
+
+    def delta(self) -> dict[str, Any]:
+        """The window's counters in the result's shape (``kicks``, ``requests``, ..., ``stale_window_us``)."""
+        a, b = self.start, self.end if self.end is not None else self._read()
+        unmaps = b.unmaps - a.unmaps
+        stale_total = b.stale_total_ps - a.stale_total_ps
+        return {
+            "kicks": b.kicks - a.kicks,
+            "requests": {t: end - start for t, start, end in zip(REQUEST_TYPES, a.requests, b.requests)},
+            "host_map_calls": b.host_map_calls - a.host_map_calls,
+            "host_unmap_calls": b.host_unmap_calls - a.host_unmap_calls,
+            "iotlb_flushes": b.iotlb_flushes - a.iotlb_flushes,
+            "stale_window_us": {
+                "mean": round(stale_total / unmaps / 1e6, 3) if unmaps else 0.0,
+                "max": round(self.viommu.unmap_stale_max_ps / 1e6, 3) if self.viommu is not None else 0.0,
+            },
+        }
+
+
+#: the machine options a result echoes, in its order
+_ECHOED = ("smp", "memory", "nvme", "aw_bits", "seed", "viommu", "flavor", "iommu_policy", "guest_kernel",
+           "flush_queue", "map_batching", "initcall_blacklist", "host_iommu_pgsizes")
+
+
+def machine_echo(config: MachineConfig, cost: dict[str, Any]) -> dict[str, Any]:
+    """The result's ``machine``: the options the run used, and the cost overrides it was given."""
+    echo: dict[str, Any] = {name: getattr(config, name) for name in _ECHOED}
+    echo["initcall_blacklist"] = list(config.initcall_blacklist)
+    echo["cost"] = dict(sorted(cost.items()))
+    return echo
