@@ -1,12 +1,13 @@
-"""NVMe wire formats: register offsets, queue entries, Identify data, log pages, status codes.
+"""NVMe wire formats: register map, opcodes, identifiers, status codes, queue entries, SGLs.
 
 Layouts follow the NVM Express Base Specification 1.4 (sections 3.1 controller
 registers, 4.2 Submission Queue Entry, 4.4 PRP, 4.4/4.6 SGL descriptors,
-4.6 Completion Queue Entry, 5.14.1 log pages, 5.15 Identify, 5.21 features)
-and the structures of QEMU's include/block/nvme.h (NvmeCmd, NvmeCqe, NvmeIdCtrl,
-NvmeIdNs, NvmeSmartLog, NvmeFwSlotInfoLog, NvmeErrorLog).  Every structure is a
-frozen attrs class with SIZE, pack() and unpack(); tests/models/test_nvme_wire.py
-pins each layout (size and field offsets).
+4.6 Completion Queue Entry, 5.14.1 log page ids, 5.15 Identify CNS values,
+5.21 feature ids) and the structures of QEMU's include/block/nvme.h (NvmeCmd,
+NvmeCqe, NvmeSglDescriptor).  Every structure is a models._wire.WireStruct (a
+frozen attrs value with SIZE, pack() and unpack());
+tests/models/test_nvme_wire.py pins each layout (size and field offsets).
+The Identify data structures and log pages are in models/_nvme_data.py.
 
 Status values use QEMU's 15-bit encoding (the CQE status field without the
 phase tag): bits 7:0 SC, 10:8 SCT, 12:11 CRD, 13 M, 14 DNR.  So
@@ -16,9 +17,11 @@ phase tag): bits 7:0 SC, 10:8 SCT, 12:11 CRD, 13 M, 14 DNR.  So
 from __future__ import annotations
 
 import struct
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import attrs
+
+from ._wire import WireStruct, WireValue
 
 # -- controller registers (NVMe 1.4 section 3.1, Linux include/linux/nvme.h) ---------------
 REG_CAP = 0x00
@@ -147,6 +150,9 @@ CNS_IO_COMMAND_SET = 0x1C
 
 IDENTIFY_SIZE = 4096
 NSID_BROADCAST = 0xFFFF_FFFF
+
+# Namespace Identification Descriptor types (NVMe 1.4 Figure 248), the CNS 03h list's entries
+NIDT_EUI64, NIDT_NGUID, NIDT_UUID, NIDT_CSI = 1, 2, 3, 4
 
 # -- features (NVMe 1.4 Figure 271) ---------------------------------------------------------
 FEAT_ARBITRATION = 0x01
@@ -285,7 +291,7 @@ PSDT_PRP, PSDT_SGL_MPTR_CONTIG, PSDT_SGL_MPTR_SGL = 0, 1, 2
 
 
 @attrs.frozen(kw_only=True)
-class SubmissionEntry:
+class SubmissionEntry(WireStruct):
     """A 64-byte Submission Queue Entry (NVMe 1.4 section 4.2, Figure 105; QEMU NvmeCmd).
 
     ``flags`` is CDW0 bits 15:8: FUSE in bits 1:0, PSDT in bits 7:6.
@@ -323,20 +329,10 @@ class SubmissionEntry:
         """DW6-9 as 16 raw bytes (PRP1/PRP2 or one SGL descriptor)."""
         return struct.pack("<QQ", self.prp1, self.prp2)
 
-    def pack(self) -> bytes:
-        return struct.pack(self.FORMAT, self.opcode, self.flags, self.cid, self.nsid, self.cdw2, self.cdw3,
-                           self.mptr, self.prp1, self.prp2, self.cdw10, self.cdw11, self.cdw12, self.cdw13,
-                           self.cdw14, self.cdw15)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> SubmissionEntry:
-        f = struct.unpack(cls.FORMAT, data)
-        return cls(opcode=f[0], flags=f[1], cid=f[2], nsid=f[3], cdw2=f[4], cdw3=f[5], mptr=f[6], prp1=f[7],
-                   prp2=f[8], cdw10=f[9], cdw11=f[10], cdw12=f[11], cdw13=f[12], cdw14=f[13], cdw15=f[14])
 
 
 @attrs.frozen(kw_only=True)
-class CompletionEntry:
+class CompletionEntry(WireStruct):
     """A 16-byte Completion Queue Entry (NVMe 1.4 section 4.6, Figure 124; QEMU NvmeCqe).
 
     DW3[31:16] holds ``status << 1 | phase``; ``status`` is the 15-bit status field.
@@ -365,13 +361,12 @@ class CompletionEntry:
     def dnr(self) -> bool:
         return bool(self.status & DNR)
 
-    def pack(self) -> bytes:
-        return struct.pack(self.FORMAT, self.result, self.dw1, self.sq_head, self.sq_id, self.cid,
-                           (self.status << 1 | self.phase) & 0xFFFF)
+    def _to_wire(self) -> tuple[WireValue, ...]:
+        return (self.result, self.dw1, self.sq_head, self.sq_id, self.cid, (self.status << 1 | self.phase) & 0xFFFF)
 
     @classmethod
-    def unpack(cls, data: bytes) -> CompletionEntry:
-        r, dw1, sqhd, sqid, cid, sp = struct.unpack(cls.FORMAT, data)
+    def _from_wire(cls, values: tuple[Any, ...]) -> Self:
+        r, dw1, sqhd, sqid, cid, sp = values
         return cls(result=r, dw1=dw1, sq_head=sqhd, sq_id=sqid, cid=cid, status=sp >> 1, phase=sp & 1)
 
 
@@ -382,7 +377,7 @@ SGL_TYPE_LAST_SEGMENT = 0x3
 
 
 @attrs.frozen(kw_only=True)
-class SglDescriptor:
+class SglDescriptor(WireStruct):
     """A 16-byte SGL descriptor (NVMe 1.4 section 4.4, Figure 114): address, length, type<<4|subtype."""
 
     FORMAT: ClassVar[str] = "<QI3xB"
@@ -393,377 +388,10 @@ class SglDescriptor:
     type: int = SGL_TYPE_DATA_BLOCK
     subtype: int = 0
 
-    def pack(self) -> bytes:
-        return struct.pack(self.FORMAT, self.address, self.length, (self.type << 4) | self.subtype)
+    def _to_wire(self) -> tuple[WireValue, ...]:
+        return (self.address, self.length, (self.type << 4) | self.subtype)
 
     @classmethod
-    def unpack(cls, data: bytes) -> SglDescriptor:
-        addr, length, ident = struct.unpack(cls.FORMAT, data)
+    def _from_wire(cls, values: tuple[Any, ...]) -> Self:
+        addr, length, ident = values
         return cls(address=addr, length=length, type=ident >> 4, subtype=ident & 0xF)
-
-
-# -- layout-table structures (Identify data, log pages) -------------------------------------
-# A layout is (field, offset, code): a struct code, or "u24"/"u128" (3/16-byte little-endian
-# integer), "be64" (8-byte big-endian integer), or "Ns" holding str (ASCII, space-padded unless
-# the field is NUL-padded) or bytes.
-
-_INT_CODES = {"u24": (3, "little"), "u128": (16, "little"), "be64": (8, "big")}
-
-_Layout = tuple[tuple[str, int, str], ...]
-
-
-def _pack_layout(obj: Any, layout: _Layout, size: int, nul_padded: frozenset[str] = frozenset()) -> bytearray:
-    buf = bytearray(size)
-    for name, off, code in layout:
-        value = getattr(obj, name)
-        if code in _INT_CODES:
-            n, order = _INT_CODES[code]
-            buf[off:off + n] = value.to_bytes(n, order)  # type: ignore[arg-type]
-        elif code.endswith("s"):
-            n = int(code[:-1])
-            raw = value.encode("ascii") if isinstance(value, str) else bytes(value)
-            pad = b"\0" if name in nul_padded or isinstance(value, bytes) else b" "
-            buf[off:off + n] = raw[:n].ljust(n, pad)
-        else:
-            struct.pack_into("<" + code, buf, off, value)
-    return buf
-
-
-def _unpack_layout(layout: _Layout, data: bytes, nul_padded: frozenset[str] = frozenset(),
-                   str_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, off, code in layout:
-        if code in _INT_CODES:
-            n, order = _INT_CODES[code]
-            out[name] = int.from_bytes(data[off:off + n], order)  # type: ignore[arg-type]
-        elif code.endswith("s"):
-            raw = bytes(data[off:off + int(code[:-1])])
-            if name in str_fields:
-                out[name] = raw.rstrip(b"\0" if name in nul_padded else b" ").decode("ascii", "replace")
-            else:
-                out[name] = raw
-        else:
-            out[name] = struct.unpack_from("<" + code, data, off)[0]
-    return out
-
-
-@attrs.frozen(kw_only=True)
-class PowerState:
-    """One 32-byte Power State Descriptor (NVMe 1.4 Figure 250); ``mp`` in centiwatts."""
-
-    SIZE: ClassVar[int] = 32
-    LAYOUT: ClassVar[_Layout] = (
-        ("mp", 0, "H"), ("flags", 3, "B"), ("enlat", 4, "I"), ("exlat", 8, "I"), ("rrt", 12, "B"),
-        ("rrl", 13, "B"), ("rwt", 14, "B"), ("rwl", 15, "B"), ("idlp", 16, "H"), ("ips", 18, "B"),
-        ("actp", 20, "H"), ("apw_aps", 22, "B"),
-    )
-
-    mp: int = 0
-    flags: int = 0
-    enlat: int = 0
-    exlat: int = 0
-    rrt: int = 0
-    rrl: int = 0
-    rwt: int = 0
-    rwl: int = 0
-    idlp: int = 0
-    ips: int = 0
-    actp: int = 0
-    apw_aps: int = 0
-
-    def pack(self) -> bytes:
-        return bytes(_pack_layout(self, self.LAYOUT, self.SIZE))
-
-    @classmethod
-    def unpack(cls, data: bytes) -> PowerState:
-        return cls(**_unpack_layout(cls.LAYOUT, data))
-
-
-@attrs.frozen(kw_only=True)
-class IdentifyController:
-    """Identify Controller data structure, CNS 01h (NVMe 1.4 Figure 247), 4096 bytes.
-
-    Only the fields Linux 6.7's nvme_init_identify / nvme_init_subsystem / hwmon read are
-    named; every other byte is zero.  ``ieee`` is the OUI as nvme-cli prints it (0x002538
-    is stored as bytes 38 25 00).
-    """
-
-    SIZE: ClassVar[int] = 4096
-    PSD_OFFSET: ClassVar[int] = 2048
-    LAYOUT: ClassVar[_Layout] = (
-        ("vid", 0, "H"), ("ssvid", 2, "H"), ("sn", 4, "20s"), ("mn", 24, "40s"), ("fr", 64, "8s"),
-        ("rab", 72, "B"), ("ieee", 73, "u24"), ("cmic", 76, "B"), ("mdts", 77, "B"), ("cntlid", 78, "H"),
-        ("ver", 80, "I"), ("rtd3r", 84, "I"), ("rtd3e", 88, "I"), ("oaes", 92, "I"), ("ctratt", 96, "I"),
-        ("cntrltype", 111, "B"), ("crdt1", 128, "H"), ("crdt2", 130, "H"), ("crdt3", 132, "H"),
-        ("oacs", 256, "H"), ("acl", 258, "B"), ("aerl", 259, "B"), ("frmw", 260, "B"), ("lpa", 261, "B"),
-        ("elpe", 262, "B"), ("npss", 263, "B"), ("avscc", 264, "B"), ("apsta", 265, "B"),
-        ("wctemp", 266, "H"), ("cctemp", 268, "H"), ("mtfa", 270, "H"), ("hmpre", 272, "I"),
-        ("hmmin", 276, "I"), ("tnvmcap", 280, "u128"), ("unvmcap", 296, "u128"), ("rpmbs", 312, "I"),
-        ("edstt", 316, "H"), ("dsto", 318, "B"), ("fwug", 319, "B"), ("kas", 320, "H"), ("hctma", 322, "H"),
-        ("mntmt", 324, "H"), ("mxtmt", 326, "H"), ("sanicap", 328, "I"), ("hmminds", 332, "I"),
-        ("hmmaxd", 336, "H"), ("nsetidmax", 338, "H"), ("endgidmax", 340, "H"), ("anatt", 342, "B"),
-        ("anacap", 343, "B"), ("anagrpmax", 344, "I"), ("nanagrpid", 348, "I"), ("pels", 352, "I"),
-        ("sqes", 512, "B"), ("cqes", 513, "B"), ("maxcmd", 514, "H"), ("nn", 516, "I"), ("oncs", 520, "H"),
-        ("fuses", 522, "H"), ("fna", 524, "B"), ("vwc", 525, "B"), ("awun", 526, "H"), ("awupf", 528, "H"),
-        ("nvscc", 530, "B"), ("nwpc", 531, "B"), ("acwu", 532, "H"), ("sgls", 536, "I"), ("mnan", 540, "I"),
-        ("subnqn", 768, "256s"),
-    )
-    _STRINGS: ClassVar[frozenset[str]] = frozenset({"sn", "mn", "fr", "subnqn"})
-    _NUL_PADDED: ClassVar[frozenset[str]] = frozenset({"subnqn"})
-
-    vid: int = 0
-    ssvid: int = 0
-    sn: str = ""
-    mn: str = ""
-    fr: str = ""
-    rab: int = 0
-    ieee: int = 0
-    cmic: int = 0
-    mdts: int = 0
-    cntlid: int = 0
-    ver: int = 0
-    rtd3r: int = 0
-    rtd3e: int = 0
-    oaes: int = 0
-    ctratt: int = 0
-    cntrltype: int = 0
-    crdt1: int = 0
-    crdt2: int = 0
-    crdt3: int = 0
-    oacs: int = 0
-    acl: int = 0
-    aerl: int = 0
-    frmw: int = 0
-    lpa: int = 0
-    elpe: int = 0
-    npss: int = 0
-    avscc: int = 0
-    apsta: int = 0
-    wctemp: int = 0
-    cctemp: int = 0
-    mtfa: int = 0
-    hmpre: int = 0
-    hmmin: int = 0
-    tnvmcap: int = 0
-    unvmcap: int = 0
-    rpmbs: int = 0
-    edstt: int = 0
-    dsto: int = 0
-    fwug: int = 0
-    kas: int = 0
-    hctma: int = 0
-    mntmt: int = 0
-    mxtmt: int = 0
-    sanicap: int = 0
-    hmminds: int = 0
-    hmmaxd: int = 0
-    nsetidmax: int = 0
-    endgidmax: int = 0
-    anatt: int = 0
-    anacap: int = 0
-    anagrpmax: int = 0
-    nanagrpid: int = 0
-    pels: int = 0
-    sqes: int = 0
-    cqes: int = 0
-    maxcmd: int = 0
-    nn: int = 0
-    oncs: int = 0
-    fuses: int = 0
-    fna: int = 0
-    vwc: int = 0
-    awun: int = 0
-    awupf: int = 0
-    nvscc: int = 0
-    nwpc: int = 0
-    acwu: int = 0
-    sgls: int = 0
-    mnan: int = 0
-    subnqn: str = ""
-    psd: tuple[PowerState, ...] = ()
-
-    def pack(self) -> bytes:
-        buf = _pack_layout(self, self.LAYOUT, self.SIZE, self._NUL_PADDED)
-        for i, ps in enumerate(self.psd[:32]):
-            off = self.PSD_OFFSET + i * PowerState.SIZE
-            buf[off:off + PowerState.SIZE] = ps.pack()
-        return bytes(buf)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> IdentifyController:
-        fields = _unpack_layout(cls.LAYOUT, data, cls._NUL_PADDED, cls._STRINGS)
-        npss = fields["npss"]
-        fields["psd"] = tuple(
-            PowerState.unpack(data[cls.PSD_OFFSET + i * 32: cls.PSD_OFFSET + (i + 1) * 32]) for i in range(npss + 1))
-        return cls(**fields)
-
-
-@attrs.frozen(kw_only=True)
-class LbaFormat:
-    """One LBA Format descriptor (NVMe 1.4 Figure 249): metadata size, LBA data size (log2), RP."""
-
-    ms: int = 0
-    lbads: int = 9
-    rp: int = 0
-
-    def pack_u32(self) -> int:
-        return self.ms | self.lbads << 16 | self.rp << 24
-
-    @classmethod
-    def from_u32(cls, value: int) -> LbaFormat:
-        return cls(ms=value & 0xFFFF, lbads=(value >> 16) & 0xFF, rp=(value >> 24) & 0x3)
-
-
-@attrs.frozen(kw_only=True)
-class IdentifyNamespace:
-    """Identify Namespace data structure, CNS 00h (NVMe 1.4 Figure 245), 4096 bytes.
-
-    ``eui64`` is stored big-endian as the spec requires; ``nguid`` is 16 raw bytes.
-    """
-
-    SIZE: ClassVar[int] = 4096
-    LBAF_OFFSET: ClassVar[int] = 128
-    LAYOUT: ClassVar[_Layout] = (
-        ("nsze", 0, "Q"), ("ncap", 8, "Q"), ("nuse", 16, "Q"), ("nsfeat", 24, "B"), ("nlbaf", 25, "B"),
-        ("flbas", 26, "B"), ("mc", 27, "B"), ("dpc", 28, "B"), ("dps", 29, "B"), ("nmic", 30, "B"),
-        ("rescap", 31, "B"), ("fpi", 32, "B"), ("dlfeat", 33, "B"), ("nawun", 34, "H"), ("nawupf", 36, "H"),
-        ("nacwu", 38, "H"), ("nabsn", 40, "H"), ("nabo", 42, "H"), ("nabspf", 44, "H"), ("noiob", 46, "H"),
-        ("nvmcap", 48, "u128"), ("npwg", 64, "H"), ("npwa", 66, "H"), ("npdg", 68, "H"), ("npda", 70, "H"),
-        ("nows", 72, "H"), ("anagrpid", 92, "I"), ("nsattr", 99, "B"), ("nvmsetid", 100, "H"),
-        ("endgid", 102, "H"), ("nguid", 104, "16s"), ("eui64", 120, "be64"),
-    )
-
-    nsze: int = 0
-    ncap: int = 0
-    nuse: int = 0
-    nsfeat: int = 0
-    nlbaf: int = 0
-    flbas: int = 0
-    mc: int = 0
-    dpc: int = 0
-    dps: int = 0
-    nmic: int = 0
-    rescap: int = 0
-    fpi: int = 0
-    dlfeat: int = 0
-    nawun: int = 0
-    nawupf: int = 0
-    nacwu: int = 0
-    nabsn: int = 0
-    nabo: int = 0
-    nabspf: int = 0
-    noiob: int = 0
-    nvmcap: int = 0
-    npwg: int = 0
-    npwa: int = 0
-    npdg: int = 0
-    npda: int = 0
-    nows: int = 0
-    anagrpid: int = 0
-    nsattr: int = 0
-    nvmsetid: int = 0
-    endgid: int = 0
-    nguid: bytes = bytes(16)
-    eui64: int = 0
-    lbaf: tuple[LbaFormat, ...] = (LbaFormat(),)
-
-    @property
-    def block_size(self) -> int:
-        """Bytes per logical block of the format in use (FLBAS bits 3:0)."""
-        return 1 << self.lbaf[self.flbas & 0xF].lbads
-
-    def pack(self) -> bytes:
-        buf = _pack_layout(self, self.LAYOUT, self.SIZE)
-        for i, f in enumerate(self.lbaf[:16]):
-            struct.pack_into("<I", buf, self.LBAF_OFFSET + 4 * i, f.pack_u32())
-        return bytes(buf)
-
-    @classmethod
-    def unpack(cls, data: bytes) -> IdentifyNamespace:
-        fields = _unpack_layout(cls.LAYOUT, data)
-        fields["lbaf"] = tuple(LbaFormat.from_u32(struct.unpack_from("<I", data, cls.LBAF_OFFSET + 4 * i)[0])
-                               for i in range(fields["nlbaf"] + 1))
-        return cls(**fields)
-
-
-# Namespace Identification Descriptor types (NVMe 1.4 Figure 248)
-NIDT_EUI64, NIDT_NGUID, NIDT_UUID, NIDT_CSI = 1, 2, 3, 4
-
-
-def ns_descriptor_list(descriptors: list[tuple[int, bytes]]) -> bytes:
-    """Namespace Identification Descriptor list (CNS 03h): {NIDT, NIDL, 2 reserved, NID} each, 4096 bytes."""
-    out = bytearray()
-    for nidt, nid in descriptors:
-        out += struct.pack("<BBH", nidt, len(nid), 0) + nid
-    return bytes(out.ljust(IDENTIFY_SIZE, b"\0"))
-
-
-# -- log pages --------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class SmartLog:
-    """SMART / Health Information log page 02h (NVMe 1.4 Figure 196), 512 bytes; counters are 128-bit."""
-
-    SIZE: ClassVar[int] = 512
-    LAYOUT: ClassVar[_Layout] = (
-        ("critical_warning", 0, "B"), ("temperature", 1, "H"), ("available_spare", 3, "B"),
-        ("available_spare_threshold", 4, "B"), ("percentage_used", 5, "B"),
-        ("data_units_read", 32, "u128"), ("data_units_written", 48, "u128"),
-        ("host_read_commands", 64, "u128"), ("host_write_commands", 80, "u128"),
-        ("controller_busy_time", 96, "u128"), ("power_cycles", 112, "u128"),
-        ("power_on_hours", 128, "u128"), ("unsafe_shutdowns", 144, "u128"), ("media_errors", 160, "u128"),
-        ("error_log_entries", 176, "u128"),
-    )
-
-    critical_warning: int = 0
-    temperature: int = 0
-    available_spare: int = 0
-    available_spare_threshold: int = 0
-    percentage_used: int = 0
-    data_units_read: int = 0
-    data_units_written: int = 0
-    host_read_commands: int = 0
-    host_write_commands: int = 0
-    controller_busy_time: int = 0
-    power_cycles: int = 0
-    power_on_hours: int = 0
-    unsafe_shutdowns: int = 0
-    media_errors: int = 0
-    error_log_entries: int = 0
-
-    def pack(self) -> bytes:
-        return bytes(_pack_layout(self, self.LAYOUT, self.SIZE))
-
-    @classmethod
-    def unpack(cls, data: bytes) -> SmartLog:
-        return cls(**_unpack_layout(cls.LAYOUT, data))
-
-
-def firmware_slot_log(active_slot: int, revisions: tuple[str, ...]) -> bytes:
-    """Firmware Slot Information log page 03h (NVMe 1.4 Figure 197): AFI then FRS1..FRS7, 512 bytes."""
-    buf = bytearray(512)
-    buf[0] = active_slot
-    for i, rev in enumerate(revisions[:7]):
-        buf[8 + 8 * i: 16 + 8 * i] = rev.encode("ascii")[:8].ljust(8, b" ")
-    return bytes(buf)
-
-
-CMD_EFFECTS_CSUPP = 1 << 0
-CMD_EFFECTS_LBCC = 1 << 1
-CMD_EFFECTS_NCC = 1 << 2
-CMD_EFFECTS_NIC = 1 << 3
-CMD_EFFECTS_CCC = 1 << 4
-
-
-def command_effects_log(admin: dict[int, int], io: dict[int, int]) -> bytes:
-    """Commands Supported and Effects log page 05h (NVMe 1.4 Figure 201): ACS[256], IOCS[256], 4096 bytes."""
-    buf = bytearray(4096)
-    for opcode, effects in admin.items():
-        struct.pack_into("<I", buf, 4 * opcode, effects)
-    for opcode, effects in io.items():
-        struct.pack_into("<I", buf, 1024 + 4 * opcode, effects)
-    return bytes(buf)
-
-
-ERROR_LOG_ENTRY_SIZE = 64

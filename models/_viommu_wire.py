@@ -15,14 +15,13 @@ reserved bytes) lives in the device-writable part.
 from __future__ import annotations
 
 import enum
-import struct
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self
 
 import attrs
 
+from ._wire import WireStruct, WireValue, check_u32, check_u64
+
 VIRTIO_ID_IOMMU = 23
-U32 = (1 << 32) - 1
-U64 = (1 << 64) - 1
 
 
 class ReqType(enum.IntEnum):
@@ -102,51 +101,21 @@ FAULT_F_ADDRESS = 1 << 8
 HEAD_SIZE = 4
 TAIL_SIZE = 4
 
-S = TypeVar("S", bound="_Struct")
-
-
-class _Struct:
-    """pack()/unpack() from the class's struct FORMAT over its attrs fields, in order."""
-
-    FORMAT: ClassVar[str]
-    SIZE: ClassVar[int]
-
-    def _values(self) -> tuple[Any, ...]:
-        return attrs.astuple(self, recurse=False)  # type: ignore[arg-type]
-
-    def pack(self) -> bytes:
-        return struct.pack(self.FORMAT, *self._values())
-
-    @classmethod
-    def unpack(cls: type[S], data: bytes | bytearray | memoryview, offset: int = 0) -> S:
-        return cls(*struct.unpack_from(cls.FORMAT, data, offset))
-
-
-class _Request(_Struct):
+class _Request(WireStruct):
     """A request's device-readable part: head (type + 3 ignored bytes) then the body."""
 
     TYPE: ClassVar[ReqType]
 
-    def pack(self) -> bytes:
-        return struct.pack(self.FORMAT, int(self.TYPE), *self._values())
+    def _to_wire(self) -> tuple[WireValue, ...]:
+        return (int(self.TYPE), *super()._to_wire())
 
     @classmethod
-    def unpack(cls: type[S], data: bytes | bytearray | memoryview, offset: int = 0) -> S:
-        return cls(*struct.unpack_from(cls.FORMAT, data, offset)[1:])
-
-
-def _u32(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if not 0 <= value <= U32:
-        raise ValueError(f"{attr.name} must be a u32, not {value:#x}")
-
-
-def _u64(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if not 0 <= value <= U64:
-        raise ValueError(f"{attr.name} must be a u64, not {value:#x}")
+    def _from_wire(cls, values: tuple[Any, ...]) -> Self:
+        return super()._from_wire(values[1:])
 
 
 @attrs.frozen
-class IommuConfig(_Struct):
+class IommuConfig(WireStruct):
     """struct virtio_iommu_config (40 bytes)."""
 
     FORMAT: ClassVar[str] = "<QQQIIIB3x"
@@ -162,7 +131,7 @@ class IommuConfig(_Struct):
 
 
 @attrs.frozen
-class ReqHead(_Struct):
+class ReqHead(WireStruct):
     """struct virtio_iommu_req_head: the first 4 readable bytes of every request."""
 
     FORMAT: ClassVar[str] = "<B3s"
@@ -173,7 +142,7 @@ class ReqHead(_Struct):
 
 
 @attrs.frozen
-class ReqTail(_Struct):
+class ReqTail(WireStruct):
     """struct virtio_iommu_req_tail: the device writes status and zero reserved bytes."""
 
     FORMAT: ClassVar[str] = "<B3x"
@@ -190,9 +159,9 @@ class AttachReq(_Request):
     SIZE: ClassVar[int] = 20
     TYPE: ClassVar[ReqType] = ReqType.ATTACH
 
-    domain: int = attrs.field(validator=_u32)
-    endpoint: int = attrs.field(validator=_u32)
-    flags: int = attrs.field(default=0, validator=_u32)
+    domain: int = attrs.field(validator=check_u32)
+    endpoint: int = attrs.field(validator=check_u32)
+    flags: int = attrs.field(default=0, validator=check_u32)
     reserved: bytes = bytes(4)
 
 
@@ -204,8 +173,8 @@ class DetachReq(_Request):
     SIZE: ClassVar[int] = 20
     TYPE: ClassVar[ReqType] = ReqType.DETACH
 
-    domain: int = attrs.field(validator=_u32)
-    endpoint: int = attrs.field(validator=_u32)
+    domain: int = attrs.field(validator=check_u32)
+    endpoint: int = attrs.field(validator=check_u32)
     reserved: bytes = bytes(8)
 
 
@@ -217,11 +186,11 @@ class MapReq(_Request):
     SIZE: ClassVar[int] = 36
     TYPE: ClassVar[ReqType] = ReqType.MAP
 
-    domain: int = attrs.field(validator=_u32)
-    virt_start: int = attrs.field(validator=_u64)
-    virt_end: int = attrs.field(validator=_u64)
-    phys_start: int = attrs.field(validator=_u64)
-    flags: int = attrs.field(validator=_u32)
+    domain: int = attrs.field(validator=check_u32)
+    virt_start: int = attrs.field(validator=check_u64)
+    virt_end: int = attrs.field(validator=check_u64)
+    phys_start: int = attrs.field(validator=check_u64)
+    flags: int = attrs.field(validator=check_u32)
 
 
 @attrs.frozen
@@ -232,9 +201,9 @@ class UnmapReq(_Request):
     SIZE: ClassVar[int] = 28
     TYPE: ClassVar[ReqType] = ReqType.UNMAP
 
-    domain: int = attrs.field(validator=_u32)
-    virt_start: int = attrs.field(validator=_u64)
-    virt_end: int = attrs.field(validator=_u64)
+    domain: int = attrs.field(validator=check_u32)
+    virt_start: int = attrs.field(validator=check_u64)
+    virt_end: int = attrs.field(validator=check_u64)
     reserved: bytes = bytes(4)
 
 
@@ -246,7 +215,7 @@ class ProbeReq(_Request):
     SIZE: ClassVar[int] = 72
     TYPE: ClassVar[ReqType] = ReqType.PROBE
 
-    endpoint: int = attrs.field(validator=_u32)
+    endpoint: int = attrs.field(validator=check_u32)
     reserved: bytes = bytes(64)
 
 
@@ -256,7 +225,7 @@ REQUEST_CLASSES: dict[int, type[_Request]] = {
 
 
 @attrs.frozen
-class ProbeProperty(_Struct):
+class ProbeProperty(WireStruct):
     """struct virtio_iommu_probe_property: le16 {type:12, reserved:4}; le16 length."""
 
     FORMAT: ClassVar[str] = "<HH"
@@ -267,7 +236,7 @@ class ProbeProperty(_Struct):
 
 
 @attrs.frozen
-class ProbeResvMem(_Struct):
+class ProbeResvMem(WireStruct):
     """struct virtio_iommu_probe_resv_mem (24 bytes; ``length`` = 20, ``end`` inclusive)."""
 
     FORMAT: ClassVar[str] = "<HHB3xQQ"
@@ -285,7 +254,7 @@ class ProbeResvMem(_Struct):
 
 
 @attrs.frozen
-class FaultEvent(_Struct):
+class FaultEvent(WireStruct):
     """struct virtio_iommu_fault (24 bytes), written into an eventq buffer."""
 
     FORMAT: ClassVar[str] = "<B3xII4xQ"

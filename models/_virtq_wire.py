@@ -15,10 +15,11 @@ compute the same addresses from one definition.
 from __future__ import annotations
 
 import enum
-import struct
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
 import attrs
+
+from ._wire import WireStruct
 
 # -- descriptor and ring flags (split-ring.tex, virtio_ring.h) ---------------------------
 VIRTQ_DESC_F_NEXT = 1
@@ -64,27 +65,9 @@ ISR_CONFIG = 2
 #: "no MSI-X vector" (transport-pci.tex "MSI-X Vector Configuration")
 VIRTIO_MSI_NO_VECTOR = 0xFFFF
 
-S = TypeVar("S", bound="_Struct")
-
-
-class _Struct:
-    """pack()/unpack() from the class's struct FORMAT over its attrs fields, in order."""
-
-    FORMAT: ClassVar[str]
-    SIZE: ClassVar[int]
-
-    def pack(self) -> bytes:
-        return struct.pack(self.FORMAT, *attrs.astuple(self, recurse=False))
-
-    @classmethod
-    def unpack(cls: type[S], data: bytes | bytearray | memoryview, offset: int = 0) -> S:
-        values: tuple[Any, ...] = struct.unpack_from(cls.FORMAT, data, offset)
-        return cls(*values)
-
-
 # -- split ring ------------------------------------------------------------------------
 @attrs.frozen
-class VirtqDesc(_Struct):
+class VirtqDesc(WireStruct):
     """struct virtq_desc (16 B): addr @0, len @8, flags @12, next @14."""
 
     FORMAT: ClassVar[str] = "<QIHH"
@@ -109,7 +92,7 @@ class VirtqDesc(_Struct):
 
 
 @attrs.frozen
-class VirtqUsedElem(_Struct):
+class VirtqUsedElem(WireStruct):
     """struct virtq_used_elem (8 B): id (chain head) @0, len (bytes written) @4."""
 
     FORMAT: ClassVar[str] = "<II"
@@ -120,7 +103,7 @@ class VirtqUsedElem(_Struct):
 
 
 @attrs.frozen
-class VirtqRingHeader(_Struct):
+class VirtqRingHeader(WireStruct):
     """The first 4 bytes of struct virtq_avail and struct virtq_used: flags @0, idx @2."""
 
     FORMAT: ClassVar[str] = "<HH"
@@ -188,7 +171,7 @@ class PciCapType(enum.IntEnum):
 
 
 @attrs.frozen
-class VirtioPciCap(_Struct):
+class VirtioPciCap(WireStruct):
     """struct virtio_pci_cap (16 B): vndr @0, next @1, len @2, cfg_type @3, bar @4, id @5, offset @8, length @12."""
 
     FORMAT: ClassVar[str] = "<BBBBBB2xII"
@@ -205,7 +188,7 @@ class VirtioPciCap(_Struct):
 
 
 @attrs.frozen
-class VirtioPciNotifyCap(_Struct):
+class VirtioPciNotifyCap(WireStruct):
     """struct virtio_pci_notify_cap (20 B): a virtio_pci_cap then notify_off_multiplier @16."""
 
     FORMAT: ClassVar[str] = "<BBBBBB2xIII"
@@ -223,7 +206,7 @@ class VirtioPciNotifyCap(_Struct):
 
 
 @attrs.frozen
-class VirtioPciCommonCfg(_Struct):
+class VirtioPciCommonCfg(WireStruct):
     """struct virtio_pci_common_cfg (spec 4.1.4.3), 64 B including the admin-queue fields."""
 
     FORMAT: ClassVar[str] = "<IIIIHHBBHHHHHQQQHHHH"

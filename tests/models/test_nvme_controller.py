@@ -15,8 +15,10 @@ from typing import Any, Callable
 import pytest
 
 from models import CostModel, GuestMemory
-from models._dma import DirectDmaPort
-from models._nvme import DMA_READ, DMA_WRITE, CommandError, DmaFault, NvmeController
+from models._dma import DMA_READ, DMA_WRITE, DirectDmaPort, DmaFault
+from models._nvme import NvmeController
+from models._nvme_data import IdentifyController, IdentifyNamespace
+from models._nvme_dma import CommandError
 from models._nvme_wire import (
     ABORT_REQUESTED, ADMIN_ABORT, ADMIN_ASYNC_EVENT_REQUEST, ADMIN_CREATE_CQ, ADMIN_CREATE_SQ,
     ADMIN_DBBUF_CONFIG, ADMIN_DELETE_CQ, ADMIN_DELETE_SQ, ADMIN_GET_FEATURES, ADMIN_GET_LOG_PAGE,
@@ -26,8 +28,7 @@ from models._nvme_wire import (
     INVALID_INTERRUPT_VECTOR, INVALID_LOG_PAGE, INVALID_NSID, INVALID_OPCODE, INVALID_PRP_OFFSET,
     INVALID_QUEUE_DELETION, INVALID_QUEUE_ID, INVALID_QUEUE_SIZE, IO_COMPARE, IO_DSM, IO_FLUSH, IO_READ,
     IO_WRITE, IO_WRITE_ZEROES, LBA_OUT_OF_RANGE, REG_ACQ, REG_AQA, REG_ASQ, REG_CAP, REG_CC, REG_CSTS, REG_VS,
-    SGL_TYPE_DATA_BLOCK, SGL_TYPE_LAST_SEGMENT, SUCCESS, CompletionEntry, IdentifyController,
-    IdentifyNamespace, SglDescriptor, SubmissionEntry,
+    SGL_TYPE_DATA_BLOCK, SGL_TYPE_LAST_SEGMENT, SUCCESS, CompletionEntry, SglDescriptor, SubmissionEntry,
 )
 from sim import Event, ListSink, Simulator, SimTimeoutError, ms, sleep, us, with_timeout
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from models._nvme import DMA_READ, DMA_WRITE
+from models._dma import DMA_READ, DMA_WRITE
 from models._nvme_wire import (
     ADMIN_ASYNC_EVENT_REQUEST, ADMIN_GET_LOG_PAGE, CSTS_CFS, CSTS_RDY, DATA_TRANSFER_ERROR, IO_READ, IO_WRITE,
     SUCCESS, CompletionEntry, SubmissionEntry, aer_result,

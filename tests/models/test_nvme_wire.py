@@ -2,25 +2,27 @@
 
 import struct
 
+from models._nvme_data import (
+    IdentifyController,
+    IdentifyNamespace,
+    LbaFormat,
+    PowerState,
+    SmartLog,
+    command_effects_log,
+    firmware_slot_log,
+    ns_descriptor_list,
+)
 from models._nvme_wire import (
     DNR,
     INVALID_FIELD,
     NIDT_CSI,
     NIDT_EUI64,
     CompletionEntry,
-    IdentifyController,
-    IdentifyNamespace,
-    LbaFormat,
-    PowerState,
     SglDescriptor,
-    SmartLog,
     SubmissionEntry,
     aer_result,
     cap_fields,
-    command_effects_log,
-    firmware_slot_log,
     make_cap,
-    ns_descriptor_list,
     status_name,
 )
 
