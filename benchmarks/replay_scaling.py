@@ -19,7 +19,7 @@ import trio
 
 from models import MachineConfig
 from models._machine import build_machine
-from models._replay_input import ReplayRequest, encode_request, writable_size
+from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
 from models.guest._raw_viommu import raw_viommu_platform
 from sim import Simulator
 

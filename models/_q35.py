@@ -28,17 +28,15 @@ from typing import Any
 
 from ._config import MachineConfig
 from ._nvme import PM173X, QEMU_NVME, NvmeIdentity
-from ._pci import (
+from ._pci import PciFunction, make_bdf
+from ._pci_caps import (
     PCI_CAP_ID_SATA,
     PCI_CAP_ID_VNDR,
     PCI_EXP_TYPE_RC_END,
     PCI_EXT_CAP_ID_DSN,
     PCI_EXT_CAP_ID_ERR,
-    ROM_SLOT,
-    BarKind,
-    PciFunction,
-    make_bdf,
 )
+from ._pci_config import ROM_SLOT, BarKind
 from ._virtq_wire import VirtioPciCap
 
 KIB = 1 << 10

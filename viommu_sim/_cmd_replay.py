@@ -19,10 +19,11 @@ from typing import Any
 import trio
 
 from models._machine import build_machine
-from models._replay_input import ReplayInputError, encode_request, parse_replay, writable_size
+from models.guest._raw_requests import encode_request, writable_size
 from models.guest._raw_viommu import raw_viommu_platform
 from sim import Simulator
 
+from ._replay_input import ReplayInputError, parse_replay
 from ._tracing import TraceOutput, add_trace_flags
 from ._options import UsageError, add_machine_flags, config_from_args
 

@@ -34,10 +34,10 @@ from typing import Any, Awaitable, Callable
 
 from sim import Task, ms, sleep, us
 
-from .._pci_enum import PciDeviceInfo, enumerate_bus
 from ._device import GuestDevice
 from ._drivers import agp_intel_probe, ahci_probe, no_dma_probe
 from ._kernel import GuestKernel
+from ._pci_scan import PciDeviceInfo, enumerate_bus
 
 EPROBE_DEFER_ERRNO = 517
 ENODEV = 19

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._pci_enum import PciDeviceInfo
+from ._pci_scan import PciDeviceInfo
 from ._printk import pci_name
 
 

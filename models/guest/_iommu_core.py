@@ -37,11 +37,11 @@ import attrs
 from sim import Lock
 
 from .._memory import IOAPIC_BASE, Q35_PCIEXBAR_BASE, Q35_PCIEXBAR_SIZE, FOUR_GIB, GIB, GuestMemory
-from .._pci_enum import PciDeviceInfo
 from ._device import GuestDevice
 from ._flush_queue import dma_domain_policy
 from ._groups import IommuGroups, PciFunctionInfo, adding_message
 from ._iova import DmaDevice
+from ._pci_scan import PciDeviceInfo
 
 if TYPE_CHECKING:
     from ._dma_iommu import DmaCookie

@@ -23,7 +23,6 @@ import attrs
 
 from sim import Lock, sleep
 
-from .._pci_enum import PciDeviceInfo
 from .._virtq_wire import (
     VIRTIO_F_VERSION_1,
     VIRTIO_RING_F_EVENT_IDX,
@@ -32,7 +31,6 @@ from .._virtq_wire import (
     desc_table_size,
     used_ring_size,
 )
-from .._virtqueue import DriverQueue
 from .._viommu_wire import (
     F_BYPASS_CONFIG,
     F_DOMAIN_RANGE,
@@ -43,8 +41,10 @@ from .._viommu_wire import (
     Status,
 )
 from ._mm import PageAllocator
+from ._pci_scan import PciDeviceInfo
 from ._virtio_driver import VirtioModernDevice
 from ._virtio_pci_regs import PciVirtioRegs
+from ._virtqueue_driver import DriverQueue
 
 #: the Linux driver's feature table (``viommu_id_table`` features) plus the transport bits it accepts
 LINUX_FEATURES = (
@@ -197,7 +197,7 @@ async def raw_viommu_platform(machine: object, **driver_options: object) -> RawV
 
     Raises LookupError when the machine has no virtio-iommu-pci function.
     """
-    from .._pci_enum import enumerate_bus
+    from ._pci_scan import enumerate_bus
     from .._memory import GIB
 
     bus, memory = machine.bus, machine.memory  # type: ignore[attr-defined]

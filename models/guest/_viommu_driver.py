@@ -51,9 +51,8 @@ from sortedcontainers import SortedDict
 
 from sim import Lock, ms, seconds, sleep, us
 
-from .._pci_enum import PciDeviceInfo
 from .._virtq_wire import VIRTIO_RING_F_INDIRECT_DESC, CommonCfg, avail_ring_size, desc_table_size, used_ring_size
-from .._virtqueue import DriverQueue, VirtqueueError, VirtqueueFull
+from .._virtqueue import VirtqueueError
 from .._viommu_wire import (
     F_BYPASS_CONFIG,
     F_DOMAIN_RANGE,
@@ -107,8 +106,10 @@ from ._iommu_core import (
     VIRTIO_IOMMU_PCI_ID,
 )
 from ._iova import IOMMU_RESV_MSI, IOMMU_RESV_RESERVED, IOMMU_RESV_SW_MSI, PAGE_SIZE, ResvRegion, order_base_2
+from ._pci_scan import PciDeviceInfo
 from ._virtio_driver import TRANSPORT_FEATURES, VirtioModernDevice
 from ._virtio_pci_regs import PciVirtioRegs
+from ._virtqueue_driver import DriverQueue, VirtqueueFull
 
 if TYPE_CHECKING:
     from ._kernel import GuestKernel

@@ -30,7 +30,7 @@ from .._virtq_wire import (
     CommonCfg,
     DeviceStatus,
 )
-from .._virtqueue import DriverQueue
+from ._virtqueue_driver import DriverQueue
 
 #: transport bits Linux keeps when offered (``vring_transport_features``), minus RING_PACKED:
 #: this driver core only builds split rings

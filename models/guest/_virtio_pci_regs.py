@@ -12,7 +12,7 @@ machine), which is the ``VirtioRegs`` protocol the driver core uses.
 from __future__ import annotations
 
 from .._pci import PciBus
-from .._pci_enum import PciDeviceInfo
+from ._pci_scan import PciDeviceInfo
 
 PCI_CAP_ID_VNDR = 0x09
 #: virtio_pci_cap.cfg_type values (virtio spec 4.1.4)

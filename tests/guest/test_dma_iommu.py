@@ -7,7 +7,6 @@ import pytest
 from models._config import MachineConfig
 from models._dma import DmaFault
 from models._machine import build_machine
-from models._pci_enum import enumerate_bus
 from models.guest._device import GuestDevice
 from models.guest._dma_iommu import (
     DMA_BIDIRECTIONAL,
@@ -20,6 +19,7 @@ from models.guest._dma_iommu import (
 from models.guest._flush_queue import FlushQueue
 from models.guest._iommu_core import IommuCore
 from models.guest._kernel import GuestKernel
+from models.guest._pci_scan import enumerate_bus
 from models.guest._viommu_driver import ViommuDriver, viommu_pci_info
 from sim import ListSink, Simulator, ms, us
 

@@ -6,7 +6,6 @@ import pytest
 
 from models._config import MachineConfig
 from models._machine import build_machine
-from models._pci_enum import enumerate_bus
 from models.guest._device import GuestDevice
 from models.guest._dma_iommu import DirectDma, DmaApi
 from models.guest._iommu_core import (
@@ -18,6 +17,7 @@ from models.guest._iommu_core import (
     q35_host_bridge_windows,
 )
 from models.guest._kernel import GuestKernel
+from models.guest._pci_scan import enumerate_bus
 from models.guest._viommu_driver import ViommuDriver, viommu_pci_info
 from sim import ListSink, Simulator
 

@@ -13,8 +13,7 @@ from models._nvme_wire import (
     ADMIN_CREATE_CQ, ADMIN_CREATE_SQ, ADMIN_DBBUF_CONFIG, ADMIN_GET_LOG_PAGE, ADMIN_IDENTIFY, ADMIN_SECURITY_RECV,
     ADMIN_SET_FEATURES, IO_READ, IO_WRITE, IdentifyController, PowerState,
 )
-from models._pci import PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
-from models._pci_enum import enumerate_bus
+from models._pci_config import PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 from models.guest._device import GuestDevice
 from models.guest._dma_iommu import DMA_FROM_DEVICE, DMA_TO_DEVICE, DirectDma
 from models.guest._iommu_core import IommuCore
@@ -24,6 +23,7 @@ from models.guest._nvme_driver import (
     NvmeDriver, apst_table, calc_irq_sets, dbbuf_need_event, group_cpus_evenly, prp_list_chunks, shutdown_timeout,
     status_str,
 )
+from models.guest._pci_scan import enumerate_bus
 from models.guest._viommu_driver import ViommuDriver
 from sim import ListSink, Simulator, seconds
 

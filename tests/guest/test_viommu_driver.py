@@ -6,7 +6,6 @@ import pytest
 
 from models._config import MachineConfig
 from models._machine import build_machine
-from models._pci_enum import enumerate_bus
 from models._virtq_wire import (
     VIRTIO_F_RING_RESET,
     VIRTIO_F_VERSION_1,
@@ -19,6 +18,7 @@ from models.guest._device import GuestDevice
 from models.guest._iommu_core import IommuCore
 from models.guest._iova import IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI, ResvRegion
 from models.guest._kernel import GuestKernel
+from models.guest._pci_scan import enumerate_bus
 from models.guest._viommu_driver import (
     MSI_IOVA_BASE,
     MSI_IOVA_LENGTH,

@@ -4,9 +4,9 @@
 import pytest
 
 from models import MachineConfig
-from models._lspci import PciIds, PciIdsError, lspci
 from models._machine import build_machine
-from models._pci_enum import enumerate_bus
+from models.guest._lspci import PciIds, PciIdsError, lspci
+from models.guest._pci_scan import enumerate_bus
 from reference_data import seed_lspci_block
 from sim import Simulator
 

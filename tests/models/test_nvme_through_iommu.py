@@ -17,9 +17,9 @@ import pytest
 from models import MachineConfig
 from models._machine import build_machine
 from models._nvme_wire import IO_READ, IO_WRITE, SUCCESS, SubmissionEntry
-from models._pci_enum import enumerate_bus
-from models._replay_input import ReplayRequest, encode_request, writable_size
 from models._viommu_wire import FaultEvent
+from models.guest._pci_scan import enumerate_bus
+from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
 from models.guest._raw_viommu import RawViommuDriver, raw_viommu_platform
 from sim import Lock, Simulator
 from test_nvme_controller import PAGE, RW, NvmeHostDriver, up

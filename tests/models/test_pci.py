@@ -4,18 +4,9 @@ import pytest
 
 from models import CostModel
 from models._interrupts import InterruptController, ich9_pirq, msi_address, q35_intx_gsi
-from models._pci import (
-    PCI_COMMAND,
-    PCI_STATUS,
-    ROM_SLOT,
-    BarKind,
-    ConfigSpace,
-    MsixEntry,
-    PciAccessError,
-    PciBus,
-    PciFunction,
-    make_bdf,
-)
+from models._pci import PciBus, PciFunction, make_bdf
+from models._pci_config import PCI_COMMAND, PCI_STATUS, ROM_SLOT, BarKind, ConfigSpace, PciAccessError
+from models._pci_msi import MsixEntry
 from sim import ListSink, Simulator, ns, us
 
 COST = CostModel()

@@ -4,9 +4,11 @@ import pytest
 
 from models import MachineConfig
 from models._machine import build_machine
-from models._pci import PCI_COMMAND, make_bdf
-from models._pci_enum import enumerate_bus, firmware_setup, scan_root_bus
+from models._pci import make_bdf
+from models._pci_config import PCI_COMMAND
 from models._q35 import VIRTIO_MODERN_BAR, VirtioPciCap
+from models.guest._firmware import firmware_setup
+from models.guest._pci_scan import enumerate_bus, scan_root_bus
 from sim import Simulator
 
 SEED = MachineConfig()

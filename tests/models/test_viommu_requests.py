@@ -5,7 +5,6 @@ import pytest
 
 from models import ConfigError, GuestMemory, MachineConfig
 from models._host import HostVfio
-from models._replay_input import encode_request, parse_replay, writable_size
 from models._machine import realize_vfio
 from models._viommu import RequestFramingError, VirtioIommu
 from models._viommu_wire import (
@@ -21,9 +20,11 @@ from models._viommu_wire import (
 )
 from models._virtio_pci import VirtioPciTransport
 from models._virtq_wire import CommonCfg, DeviceStatus
-from models._virtqueue import DriverQueue
+from models.guest._raw_requests import encode_request, writable_size
+from models.guest._virtqueue_driver import DriverQueue
 from reference_data import refboot
 from sim import ListSink, Simulator
+from viommu_sim._replay_input import parse_replay
 
 Q35_BDFS = (0x00, 0x08, 0x10, 0x18, 0x20, 0xF8, 0xFA, 0xFB)
 NVME = 0x20

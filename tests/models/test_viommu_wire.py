@@ -5,13 +5,6 @@ import struct
 import pytest
 from reference_data import refboot
 
-from models._replay_input import (
-    ReplayInputError,
-    ReplayRequest,
-    encode_request,
-    parse_replay,
-    writable_size,
-)
 from models._viommu_wire import (
     QEMU_FEATURES,
     AttachReq,
@@ -28,6 +21,8 @@ from models._viommu_wire import (
     Status,
     UnmapReq,
 )
+from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
+from viommu_sim._replay_input import ReplayInputError, parse_replay
 
 
 ALL_STRUCTS = [IommuConfig, ReqHead, ReqTail, AttachReq, DetachReq, MapReq, UnmapReq, ProbeReq,

@@ -15,8 +15,9 @@ from models._virtq_wire import (
     CommonCfg,
     DeviceStatus,
 )
-from models._virtqueue import DriverQueue, VirtqueueError
+from models._virtqueue import VirtqueueError
 from models.guest._virtio_driver import TRANSPORT_FEATURES, VirtioDriverError, VirtioModernDevice
+from models.guest._virtqueue_driver import DriverQueue
 from sim import ListSink, Simulator
 
 RAM = 1 << 30

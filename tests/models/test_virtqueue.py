@@ -17,14 +17,8 @@ from models._virtq_wire import (
     used_entry_offset,
     used_event_offset,
 )
-from models._virtqueue import (
-    Chain,
-    DeviceQueue,
-    DriverQueue,
-    VirtqueueError,
-    VirtqueueFull,
-    vring_need_event,
-)
+from models._virtqueue import Chain, DeviceQueue, VirtqueueError, vring_need_event
+from models.guest._virtqueue_driver import DriverQueue, VirtqueueFull
 
 RAM = 1 << 30
 DESC, AVAIL, USED = 0x10000, 0x20000, 0x30000

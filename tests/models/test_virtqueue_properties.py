@@ -21,7 +21,8 @@ from models._virtq_wire import (
     avail_entry_offset,
     used_entry_offset,
 )
-from models._virtqueue import DeviceQueue, DriverQueue, VirtqueueError
+from models._virtqueue import DeviceQueue, VirtqueueError
+from models.guest._virtqueue_driver import DriverQueue
 from sim import ListSink, Simulator
 
 RAM = 1 << 28

@@ -12,10 +12,10 @@ from models import MachineConfig
 from models._dma import DMA_WRITE
 from models._machine import build_machine
 from models._nvme_wire import IO_READ
-from models._replay_input import ReplayRequest, encode_request, writable_size
 from models._viommu_wire import FAULT_F_ADDRESS, FAULT_R_MAPPING, FaultEvent
 from models._virtq_wire import ISR_QUEUE, VIRTIO_RING_F_EVENT_IDX
 from models.guest._boot import boot
+from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
 from models.guest._raw_viommu import LINUX_FEATURES, MAX_POLLS, RawCompletion, RawViommuDriver, raw_viommu_platform
 from models.guest._viommu_driver import SOFT_LOCKUP_PS
 from sim import Simulator

@@ -7,9 +7,9 @@ from typing import Any
 import testbench
 from models import MachineConfig
 from models._machine import build_machine
-from models._replay_input import ReplayRequest, encode_request, writable_size
 from models._viommu_wire import MAP_F_READ, MAP_F_WRITE
 from models._virtq_wire import VIRTIO_RING_F_EVENT_IDX
+from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
 from models.guest._raw_viommu import LINUX_FEATURES, RawCompletion, RawViommuDriver, raw_viommu_platform
 from sim import Simulator
 from testbench import Monitor, ms

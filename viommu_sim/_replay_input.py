@@ -18,7 +18,8 @@ Two formats, told apart by the first non-blank line (``{`` starts JSON Lines):
   flags are not traced (read as 0).
 
 A malformed line raises ReplayInputError carrying its 1-based line number.
-``encode_request`` turns a request into the bytes of its device-readable part.
+The records are ``ReplayRequest`` (models/guest/_raw_requests.py), which also
+encodes them for the raw guest driver.
 """
 
 from __future__ import annotations
@@ -27,20 +28,9 @@ import json
 import re
 from typing import Any
 
-import attrs
+from models._wire import U32, U64
+from models.guest._raw_requests import OPS, ReplayRequest
 
-from ._viommu_wire import (
-    TAIL_SIZE,
-    U32,
-    U64,
-    AttachReq,
-    DetachReq,
-    MapReq,
-    ProbeReq,
-    UnmapReq,
-)
-
-OPS = ("attach", "detach", "map", "unmap", "probe")
 _FIELDS = ("domain", "endpoint", "virt_start", "virt_end", "phys_start", "flags")
 _WIDTH = {"domain": U32, "endpoint": U32, "flags": U32, "virt_start": U64, "virt_end": U64, "phys_start": U64}
 
@@ -52,20 +42,6 @@ class ReplayInputError(ValueError):
         self.line = line
         self.problem = problem
         super().__init__(f"line {line}: {problem}")
-
-
-@attrs.frozen
-class ReplayRequest:
-    """One request to replay; ``line`` is where it came from (1-based)."""
-
-    op: str
-    domain: int = 0
-    endpoint: int = 0
-    virt_start: int = 0
-    virt_end: int = 0
-    phys_start: int = 0
-    flags: int = 0
-    line: int = 0
 
 
 def parse_replay(text: str) -> list[ReplayRequest]:
@@ -125,7 +101,6 @@ _TRACE_OPS = {
     "virtio_iommu_unmap": ("unmap", ("domain", "virt_start", "virt_end")),
 }
 _KV = re.compile(r"(\w+)=(\S*)")
-DEFAULT_PROBE_SIZE = 512
 
 
 def _parse_trace(lines: list[str]) -> list[ReplayRequest]:
@@ -152,23 +127,3 @@ def _parse_trace(lines: list[str]) -> list[ReplayRequest]:
             values[name] = _number(lineno, name, n)
         out.append(ReplayRequest(op, line=lineno, **values))
     return out
-
-
-def encode_request(req: ReplayRequest) -> bytes:
-    """The device-readable part (head + body) of ``req`` on the wire."""
-    if req.op == "attach":
-        return AttachReq(req.domain, req.endpoint, req.flags).pack()
-    if req.op == "detach":
-        return DetachReq(req.domain, req.endpoint).pack()
-    if req.op == "map":
-        return MapReq(req.domain, req.virt_start, req.virt_end, req.phys_start, req.flags).pack()
-    if req.op == "unmap":
-        return UnmapReq(req.domain, req.virt_start, req.virt_end).pack()
-    if req.op == "probe":
-        return ProbeReq(req.endpoint).pack()
-    raise ValueError(f"unknown op {req.op!r}")
-
-
-def writable_size(req: ReplayRequest, probe_size: int = DEFAULT_PROBE_SIZE) -> int:
-    """Size of the device-writable part a driver supplies for ``req`` (tail, or properties + tail)."""
-    return probe_size + TAIL_SIZE if req.op == "probe" else TAIL_SIZE

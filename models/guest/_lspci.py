@@ -10,8 +10,10 @@ pciutils rules (lspci.c ``show_terse``/``show_slot_name``, lib/names.c ``pci_loo
   vendor; ``"<vendor> Device dddd"`` for a known vendor's unknown device;
 * ``" (rev RR)"`` only when the revision byte is non-zero.
 
-The ID database is ``models/data/pci.ids``, a subset of the real file pinned to
-the names of the seed guest's era (see its header).
+This is the guest's userspace tool: it reads the bus the way the guest's lspci
+does (config space, after firmware and kernel enumerated it).  The ID database
+is ``models/data/pci.ids`` (package data of ``models``), a subset of the real
+file pinned to the names of the seed guest's era (see its header).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ._pci import PCI_REVISION_ID, PciBus, format_bdf
+from .._pci import PciBus, format_bdf
+from .._pci_config import PCI_REVISION_ID
 
-PCI_IDS_PATH = Path(__file__).resolve().parent / "data" / "pci.ids"
+#: models/data/pci.ids, found from the ``models`` package directory (this file is in models/guest)
+PCI_IDS_PATH = Path(__file__).resolve().parents[1] / "data" / "pci.ids"
 
 
 class PciIdsError(ValueError):
