@@ -185,7 +185,7 @@ class Boot:
         await self.viommu.probe(0)
 
     async def _nvme_probe(self, kernel: GuestKernel, dev: GuestDevice, cpu: int) -> int:
-        from ._nvme_driver import NvmeDriver
+        from ._nvme_pci import NvmeDriver
 
         self.nvme = NvmeDriver(kernel, dev)
         ret = await self.nvme.probe(cpu)

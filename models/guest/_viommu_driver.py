@@ -33,26 +33,22 @@ built with the wire classes of ``models._viommu_wire``.
   kick and drain once the domain has endpoints.  ``MachineConfig.map_batching`` and
   ``flush_queue`` switch the two halves independently (the calibration's "+map" and
   "sq"/"mq" configurations).
-* The event queue (``vp_interrupt`` -> ``viommu_event_handler`` ->
-  ``viommu_fault_handler``): faults are logged rate-limited and the buffers
-  re-posted.
 
-The internal mapping tree is keyed by start address; dma-iommu never maps
-overlapping IOVA ranges, so "the first overlapping mapping starts below the
-range" (``viommu_del_mappings`` refusing to split) is checked on the predecessor.
+Beside it: ``_viommu_domain`` (``struct viommu_domain`` with the internal mapping
+tree, ``struct viommu_endpoint``, the RESV_MEM parsing and reserved regions) and
+``_viommu_events`` (the event queue: ``vp_interrupt`` -> ``viommu_event_handler``
+-> ``viommu_fault_handler``, faults logged rate-limited, buffers re-posted).
 """
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING, Any
-
-from sortedcontainers import SortedDict
 
 from sim import Lock, ms, seconds, sleep, us
 
 from .._virtq_wire import VIRTIO_RING_F_INDIRECT_DESC, CommonCfg, avail_ring_size, desc_table_size, used_ring_size
 from .._virtqueue import VirtqueueError
+from .._wire import U32, U64
 from .._viommu_wire import (
     F_BYPASS_CONFIG,
     F_DOMAIN_RANGE,
@@ -60,29 +56,17 @@ from .._viommu_wire import (
     F_MAP_UNMAP,
     F_MMIO,
     F_PROBE,
-    FAULT_F_ADDRESS,
-    FAULT_F_EXEC,
-    FAULT_F_READ,
-    FAULT_F_WRITE,
-    FAULT_R_DOMAIN,
-    FAULT_R_MAPPING,
     MAP_F_MMIO,
     MAP_F_READ,
     MAP_F_WRITE,
     PROBE_T_MASK,
     PROBE_T_NONE,
     PROBE_T_RESV_MEM,
-    RESV_MEM_T_MSI,
-    RESV_MEM_T_RESERVED,
     TAIL_SIZE,
-    U32,
-    U64,
     AttachReq,
-    FaultEvent,
     MapReq,
     ProbeProperty,
     ProbeReq,
-    ProbeResvMem,
     ReqType,
     Status,
     UnmapReq,
@@ -98,15 +82,16 @@ from ._iommu_core import (
     ENOMEM,
     ENOSPC,
     ENOSYS,
-    EOVERFLOW,
     ERANGE,
     IOMMU_MMIO,
     IOMMU_READ,
     IOMMU_WRITE,
     VIRTIO_IOMMU_PCI_ID,
 )
-from ._iova import IOMMU_RESV_MSI, IOMMU_RESV_RESERVED, IOMMU_RESV_SW_MSI, PAGE_SIZE, ResvRegion, order_base_2
+from ._iova import PAGE_SIZE, ResvRegion, order_base_2
 from ._pci_scan import PciDeviceInfo
+from ._viommu_domain import ViommuDomain, ViommuEndpoint, add_resv_mem, resv_regions
+from ._viommu_events import EVENTQ, ViommuEvents
 from ._virtio_driver import TRANSPORT_FEATURES, VirtioModernDevice
 from ._virtio_pci_regs import PciVirtioRegs
 from ._virtqueue_driver import DriverQueue, VirtqueueFull
@@ -118,14 +103,6 @@ DRIVER_NAME = "virtio_iommu"
 #: the driver's feature table (``features[]``); the legacy F_BYPASS is not in it
 VIOMMU_FEATURES = sum(1 << b for b in (F_MAP_UNMAP, F_INPUT_RANGE, F_DOMAIN_RANGE, F_PROBE, F_MMIO, F_BYPASS_CONFIG))
 REQUESTQ = 0
-EVENTQ = 1
-#: sizeof(struct viommu_event): a union with struct virtio_iommu_fault
-EVENT_SIZE = FaultEvent.SIZE
-#: viommu_event.head bits that must be clear for a fault record (VIOMMU_FAULT_RESV_MASK)
-FAULT_RESV_MASK = 0xFFFF_FF00
-#: MSI_IOVA_BASE / MSI_IOVA_LENGTH: the software MSI window added when PROBE gave no MSI region
-MSI_IOVA_BASE = 0x800_0000
-MSI_IOVA_LENGTH = 0x10_0000
 #: vring_create_virtqueue(..., SMP_CACHE_BYTES, ...): the used ring's alignment
 VRING_ALIGN = 64
 #: an indirect table of the two descriptors of a request (alloc_indirect_split, GFP_ATOMIC)
@@ -141,11 +118,8 @@ SYNC_POLL_MAX_PS = ms(1)
 #: give up on a request queue that never completes after this long (ps): the first report of
 #: the soft-lockup watchdog with the default watchdog_thresh=10 (2 * 10 s, sampled every 4 s)
 SOFT_LOCKUP_PS = seconds(22)
-#: dev_err_ratelimited: DEFAULT_RATELIMIT_INTERVAL (5 * HZ) and DEFAULT_RATELIMIT_BURST
-RATELIMIT_INTERVAL_PS = seconds(5)
-RATELIMIT_BURST = 10
 
-_STATUS_ERRNO = {
+_STATUS_ERRNO: dict[int, int] = {
     Status.OK: 0, Status.UNSUPP: -ENOSYS, Status.INVAL: -EINVAL, Status.RANGE: -ERANGE,
     Status.NOENT: -ENOENT, Status.FAULT: -EFAULT, Status.NOMEM: -ENOMEM,
 }
@@ -165,7 +139,7 @@ class ViommuProbeError(Exception):
 
 def req_errno(status: int) -> int:
     """``viommu_get_req_errno``: the errno of a tail status (IOERR, DEVERR, unknown: -EIO)."""
-    return _STATUS_ERRNO.get(status, -EIO)  # type: ignore[call-overload]
+    return _STATUS_ERRNO.get(status, -EIO)
 
 
 def _type_name(rtype: int) -> str:
@@ -203,71 +177,6 @@ class _Request:
         self.since_ps: int | None = None
 
 
-class ViommuDomain:
-    """``struct viommu_domain``: id and geometry (set at finalise), map flags, the mapping tree."""
-
-    def __init__(self) -> None:
-        self.viommu: ViommuDriver | None = None
-        self.id: int | None = None
-        self.pgsize_bitmap = 0
-        self.aperture = (0, U64)
-        self.map_flags = 0
-        self.nr_endpoints = 0
-        #: the internal tree: virt_start -> (virt_end, phys_start, flags)
-        self.mappings: SortedDict[int, tuple[int, int, int]] = SortedDict()
-
-    def __repr__(self) -> str:
-        return f"<ViommuDomain {self.id} endpoints={self.nr_endpoints} mappings={len(self.mappings)}>"
-
-    def del_mappings(self, iova: int, end: int) -> int:
-        """``viommu_del_mappings``: remove every mapping starting in [iova, end] in full (stop at one
-        starting below ``iova``); bytes removed."""
-        maps = self.mappings
-        i = maps.bisect_right(iova) - 1
-        if i >= 0 and maps.peekitem(i)[0] < iova and maps.peekitem(i)[1][0] >= iova:
-            return 0  # would split a mapping created by one MAP
-        unmapped = 0
-        for start in list(maps.irange(iova, end)):
-            m_end = maps.pop(start)[0]
-            unmapped += m_end - start + 1
-        return unmapped
-
-
-class ViommuEndpoint:
-    """``struct viommu_endpoint``: the device, its endpoint ids (fwspec), reserved regions, domain."""
-
-    def __init__(self, dev: GuestDevice, ids: tuple[int, ...]) -> None:
-        self.dev = dev
-        self.ids = ids
-        #: PROBE's RESV_MEM regions, sorted by start
-        self.resv_regions: list[ResvRegion] = []
-        self.domain: ViommuDomain | None = None
-
-    def __repr__(self) -> str:
-        return f"<ViommuEndpoint {self.dev.name} ids={self.ids}>"
-
-
-class _Ratelimit:
-    """``___ratelimit`` with the default interval and burst."""
-
-    def __init__(self) -> None:
-        self.begin: int | None = None
-        self.printed = 0
-        self.missed = 0
-
-    def allow(self, now: int) -> tuple[bool, int]:
-        """(print this one?, callbacks suppressed in the window that just ended)."""
-        suppressed = 0
-        if self.begin is None or now - self.begin >= RATELIMIT_INTERVAL_PS:
-            suppressed, self.missed = self.missed, 0
-            self.begin, self.printed = now, 0
-        if self.printed < RATELIMIT_BURST:
-            self.printed += 1
-            return True, suppressed
-        self.missed += 1
-        return False, suppressed
-
-
 class ViommuDriver:
     """The virtio-iommu driver bound to one virtio-iommu-pci function (``virtio<index>``)."""
 
@@ -295,8 +204,7 @@ class ViommuDriver:
         self._requests: dict[int, _Request] = {}  # head -> request, in the order they were added
         self._abandoned: dict[int, _Request] = {}
         self._domain_ids: set[int] = set()
-        self._event_bufs: dict[int, int] = {}
-        self._fault_ratelimit = _Ratelimit()
+        self._events: ViommuEvents | None = None
         #: counters: notifications written to the request queue, requests sent (in all and by type name)
         self.kicks = 0
         self.requests_sent = 0
@@ -352,13 +260,14 @@ class ViommuDriver:
         self.requestq.disable_cb()
         self.eventq = await vdev.setup_queue(EVENTQ, sizes[1], *self._alloc_ring(sizes[1]))
         self.vdev = vdev
+        self._events = ViommuEvents(kernel, self.name, self.info, vdev, self.eventq)
         # configuration (virtio_cread_le / virtio_cread_le_feature)
         self.pgsize_bitmap = await vdev.config_read(0, 8)
         if not self.pgsize_bitmap:
             await vdev.fail()  # del_vqs, then the virtio core marks the device FAILED
             raise ViommuProbeError(-EINVAL, "virtio-iommu: page_size_mask is 0")
         if self.info.gsi is not None:  # vp_request_intx (in find_vqs; registered once probe cannot fail)
-            kernel.machine.irq.register_intx(self.info.gsi, self._on_intx)
+            kernel.machine.irq.register_intx(self.info.gsi, self._events.on_intx)
         start, end = 0, U64
         if features >> F_INPUT_RANGE & 1:
             start, end = await vdev.config_read(8, 8), await vdev.config_read(16, 8)
@@ -369,23 +278,12 @@ class ViommuDriver:
         self.aperture = (start, end)
         self.map_flags = MAP_F_READ | MAP_F_WRITE | (MAP_F_MMIO if features >> F_MMIO & 1 else 0)
         await vdev.driver_ok()
-        self._fill_evtq()
+        self._events.fill()
         core.register(self)
         kernel.dev_info(self.name, f"input address: {order_base_2(end) if end else 0} bits")
         kernel.dev_info(self.name, f"page mask: {self.pgsize_bitmap:#x}")
         self._trace("viommu_probe", features=features, pgsize_bitmap=self.pgsize_bitmap, aperture_end=end,
                     probe_size=self.probe_size)
-
-    def _fill_evtq(self) -> None:
-        """``viommu_fill_evtq``: one array of ``num_free`` event buffers, each posted; no kick."""
-        q = self.eventq
-        assert q is not None
-        n = q.num_free
-        base = self.kernel.mm.kmalloc(n * EVENT_SIZE)
-        for i in range(n):
-            buf = base + i * EVENT_SIZE
-            self._event_bufs[q.add([], [(buf, EVENT_SIZE)])] = buf
-            q.publish()
 
     # -- the request engine ---------------------------------------------------------------
     async def _add_locked(self, cpu: int, request: bytes, writable_len: int, writeback: bool) -> _Request | int:
@@ -550,7 +448,8 @@ class ViommuDriver:
                 break
             length = prop.length + ProbeProperty.SIZE
             if ptype == PROBE_T_RESV_MEM:
-                ret = self._add_resv_mem(endpoint, reply, cur, length)
+                ret = add_resv_mem(endpoint, reply, cur, length, lambda text: self.kernel.printk.dev_warn(
+                    self.kernel.sim.now, endpoint.dev.prefix_driver, endpoint.dev.name, text))
             else:
                 self._dev_err(endpoint.dev, f"unknown viommu prop {ptype:#x}")
             if ret:
@@ -558,34 +457,9 @@ class ViommuDriver:
             cur += length
         return ret
 
-    def _add_resv_mem(self, endpoint: ViommuEndpoint, reply: bytes, offset: int, length: int) -> int:
-        """``viommu_add_resv_mem``: one RESV_MEM property into the sorted region list."""
-        if offset + ProbeResvMem.SIZE > len(reply):
-            return -EINVAL
-        mem = ProbeResvMem.unpack(reply, offset)
-        size = (mem.end - mem.start + 1) & U64
-        if size < ((mem.end - mem.start) & U64):  # end - start + 1 wrapped to 0
-            return -EOVERFLOW
-        if length < ProbeResvMem.SIZE:
-            return -EINVAL
-        if mem.subtype == RESV_MEM_T_MSI:
-            region = ResvRegion(mem.start, size, IOMMU_RESV_MSI)
-        else:
-            if mem.subtype != RESV_MEM_T_RESERVED:
-                self.kernel.printk.dev_warn(self.kernel.sim.now, endpoint.dev.prefix_driver, endpoint.dev.name,
-                                            f"unknown resv mem subtype {mem.subtype:#x}")
-            region = ResvRegion(mem.start, size, IOMMU_RESV_RESERVED)
-        pos = next((i for i, r in enumerate(endpoint.resv_regions) if r.start > region.start),
-                   len(endpoint.resv_regions))
-        endpoint.resv_regions.insert(pos, region)
-        return 0
-
     def get_resv_regions(self, endpoint: ViommuEndpoint) -> list[ResvRegion]:
         """``viommu_get_resv_regions``: the PROBE regions, plus a software MSI window if none is MSI."""
-        regions = list(endpoint.resv_regions)
-        if not any(r.type == IOMMU_RESV_MSI for r in regions):
-            regions.append(ResvRegion(MSI_IOVA_BASE, MSI_IOVA_LENGTH, IOMMU_RESV_SW_MSI))
-        return regions
+        return resv_regions(endpoint)
 
     def release_device(self, endpoint: ViommuEndpoint) -> None:
         """``viommu_release_device`` of an endpoint that never got attached: nothing to detach."""
@@ -718,69 +592,6 @@ class ViommuDriver:
             raise RuntimeError(f"Linux {self.kernel.config.guest_kernel} virtio-iommu has no flush_iotlb_all")
         if domain.nr_endpoints:
             await self.sync_req(cpu)
-
-    # -- the event queue --------------------------------------------------------------------
-    def _on_intx(self) -> None:
-        """The INTx line rose (``vp_interrupt`` runs on CPU 0, the default IRQ affinity)."""
-        self.kernel.sim.spawn(self._vp_interrupt(), name="virtio_iommu.vp_interrupt")
-
-    async def _vp_interrupt(self) -> None:
-        """``vp_interrupt``: read (and clear) the ISR, config change, then ``vring_interrupt``s."""
-        vdev = self.vdev
-        assert vdev is not None
-        isr = await vdev.read_isr()
-        if isr & 2:
-            self.kernel.printk.dev_warn(self.kernel.sim.now, *self.name, "config changed")
-        if isr & 1:
-            await self._event_handler()
-        if self.info.gsi is not None:
-            self.kernel.machine.irq.eoi(self.info.gsi)
-
-    async def _event_handler(self) -> None:
-        """``viommu_event_handler``: log each fault, re-post its buffer, kick the event queue."""
-        q = self.eventq
-        vdev = self.vdev
-        assert q is not None and vdev is not None
-        mem = self.kernel.machine.memory
-        while q.broken is None:
-            try:
-                used = q.get_used()
-            except VirtqueueError as e:
-                self.kernel.printk.dev_err(self.kernel.sim.now, *self.name, f"virtqueue_get_buf_ctx_split:{e.reason}")
-                break
-            if used is None:
-                break
-            head, length = used
-            buf = self._event_bufs.pop(head)
-            if length > EVENT_SIZE:
-                self.kernel.printk.dev_err(self.kernel.sim.now, *self.name,
-                                           f"invalid event buffer (len {length} != {EVENT_SIZE})")
-            else:
-                data = mem.read(buf, EVENT_SIZE)
-                if not struct.unpack_from("<I", data)[0] & FAULT_RESV_MASK:
-                    self._fault_handler(FaultEvent.unpack(data))
-            self._event_bufs[q.add([], [(buf, EVENT_SIZE)])] = buf
-            q.publish()
-        if q.kick_needed():
-            await vdev.notify(EVENTQ)
-
-    def _fault_handler(self, fault: FaultEvent) -> None:
-        """``viommu_fault_handler``: a rate-limited dev_err."""
-        reason = {FAULT_R_DOMAIN: "domain", FAULT_R_MAPPING: "page"}.get(fault.reason, "unknown")
-        if fault.flags & FAULT_F_ADDRESS:
-            rwx = "".join(c for bit, c in ((FAULT_F_READ, "R"), (FAULT_F_WRITE, "W"), (FAULT_F_EXEC, "X"))
-                          if fault.flags & bit)
-            text = f"{reason} fault from EP {fault.endpoint} at {fault.address:#x} [{rwx}]"
-        else:
-            text = f"{reason} fault from EP {fault.endpoint}"
-        self._trace("viommu_fault", reason=fault.reason, flags=fault.flags, endpoint=fault.endpoint,
-                    address=fault.address)
-        now = self.kernel.sim.now
-        allow, suppressed = self._fault_ratelimit.allow(now)
-        if suppressed:
-            self.kernel.printk.log(now, f"viommu_fault_handler: {suppressed} callbacks suppressed", 4)
-        if allow:
-            self.kernel.printk.dev_err(now, *self.name, text)
 
     # -- helpers ---------------------------------------------------------------------------
     def _dev_err(self, dev: GuestDevice, text: str) -> None:

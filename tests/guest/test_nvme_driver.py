@@ -11,18 +11,19 @@ from models._interrupts import msi_address
 from models._machine import Machine, build_machine
 from models._nvme_wire import (
     ADMIN_CREATE_CQ, ADMIN_CREATE_SQ, ADMIN_DBBUF_CONFIG, ADMIN_GET_LOG_PAGE, ADMIN_IDENTIFY, ADMIN_SECURITY_RECV,
-    ADMIN_SET_FEATURES, IO_READ, IO_WRITE, IdentifyController, PowerState,
+    ADMIN_SET_FEATURES, IO_READ, IO_WRITE,
 )
+from models._nvme_data import IdentifyController, PowerState
 from models._pci_config import PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 from models.guest._device import GuestDevice
 from models.guest._dma_iommu import DMA_FROM_DEVICE, DMA_TO_DEVICE, DirectDma
 from models.guest._iommu_core import IommuCore
-from models.guest import _nvme_driver as nvme_driver
+from models.guest import _nvme_prp as nvme_driver
 from models.guest._kernel import GuestKernel
-from models.guest._nvme_driver import (
-    NvmeDriver, apst_table, calc_irq_sets, dbbuf_need_event, group_cpus_evenly, prp_list_chunks, shutdown_timeout,
-    status_str,
-)
+from models.guest._nvme_core import apst_table, shutdown_timeout, status_str
+from models.guest._nvme_io import dbbuf_need_event
+from models.guest._nvme_pci import NvmeDriver, calc_irq_sets, group_cpus_evenly
+from models.guest._nvme_prp import prp_list_chunks
 from models.guest._pci_scan import enumerate_bus
 from models.guest._viommu_driver import ViommuDriver
 from sim import ListSink, Simulator, seconds

@@ -19,16 +19,8 @@ from models.guest._iommu_core import IommuCore
 from models.guest._iova import IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI, ResvRegion
 from models.guest._kernel import GuestKernel
 from models.guest._pci_scan import enumerate_bus
-from models.guest._viommu_driver import (
-    MSI_IOVA_BASE,
-    MSI_IOVA_LENGTH,
-    VIOMMU_FEATURES,
-    ViommuDomain,
-    ViommuDriver,
-    ViommuEndpoint,
-    req_errno,
-    viommu_pci_info,
-)
+from models.guest._viommu_domain import MSI_IOVA_BASE, MSI_IOVA_LENGTH, ViommuDomain, ViommuEndpoint
+from models.guest._viommu_driver import VIOMMU_FEATURES, ViommuDriver, req_errno, viommu_pci_info
 from sim import ListSink, Simulator, seconds
 
 NVME, AHCI = 0x20, 0xFA
