@@ -112,7 +112,6 @@ class PowerState(_Page):
     apw_aps: int = 0
 
 
-
 @attrs.frozen(kw_only=True)
 class IdentifyController(_Page):
     """Identify Controller data structure, CNS 01h (NVMe 1.4 Figure 247), 4096 bytes.
@@ -362,7 +361,6 @@ class SmartLog(_Page):
     unsafe_shutdowns: int = 0
     media_errors: int = 0
     error_log_entries: int = 0
-
 
 
 def firmware_slot_log(active_slot: int, revisions: tuple[str, ...]) -> bytes:

@@ -330,7 +330,6 @@ class SubmissionEntry(WireStruct):
         return struct.pack("<QQ", self.prp1, self.prp2)
 
 
-
 @attrs.frozen(kw_only=True)
 class CompletionEntry(WireStruct):
     """A 16-byte Completion Queue Entry (NVMe 1.4 section 4.6, Figure 124; QEMU NvmeCqe).
