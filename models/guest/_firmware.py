@@ -38,10 +38,11 @@ The guest kernel's scan that follows is in ``_pci_scan.py``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from .._memory import FOUR_GIB, GIB, GuestMemory, Q35_PCIEXBAR_BASE, Q35_PCIEXBAR_SIZE
-from .._pci import PciBus
 from .._pci_config import (
     PCI_BASE_ADDRESS_0,
     PCI_BASE_ADDRESS_MEM_PREFETCH,
@@ -59,6 +60,9 @@ from .._pci_config import (
     ROM_SLOT,
     bar_register,
 )
+
+if TYPE_CHECKING:
+    from .._seams import CpuBus  # the guest's view of the host bridge
 
 #: physical address bits of the seed's vCPUs (``-cpu host``); SeaBIOS caps the 64-bit window at 2^46
 #: anyway, so any host with >= 46 bits gives the seed's addresses
@@ -108,7 +112,7 @@ def _align_down(value: int, align: int) -> int:
     return value // align * align
 
 
-def _present_functions(bus: PciBus) -> list[int]:
+def _present_functions(bus: CpuBus) -> list[int]:
     """BDFs of bus 0, device-major; functions 1-7 probed only behind a multifunction function 0."""
     found: list[int] = []
     for dev in range(32):
@@ -124,7 +128,7 @@ def _present_functions(bus: PciBus) -> list[int]:
     return found
 
 
-def _firmware_size_bar(bus: PciBus, bdf: int, index: int) -> tuple[str, int, bool]:
+def _firmware_size_bar(bus: CpuBus, bdf: int, index: int) -> tuple[str, int, bool]:
     """``pci_bios_get_bar``: (region type "io"/"mem"/"prefmem", size, is64)."""
     reg = bar_register(index)
     old = bus.config_read_sync(bdf, reg, 4)
@@ -185,7 +189,7 @@ def _place_mem32(mem: list[_Entry], pref: list[_Entry], start: int, end: int) ->
     return {r_end[0]: end_base, r_start[0]: start_base}
 
 
-def _map_entries(bus: PciBus, entries: list[_Entry], base: int) -> None:
+def _map_entries(bus: CpuBus, entries: list[_Entry], base: int) -> None:
     """``pci_region_map_entries``: entries back to back from ``base`` (``pci_set_io_region_addr``)."""
     for e in entries:
         reg = bar_register(e.bar)
@@ -195,7 +199,7 @@ def _map_entries(bus: PciBus, entries: list[_Entry], base: int) -> None:
         base += e.size
 
 
-def firmware_setup(bus: PciBus, memory: GuestMemory, phys_bits: int = CPU_PHYS_BITS) -> FirmwareLayout:
+def firmware_setup(bus: CpuBus, memory: GuestMemory, phys_bits: int = CPU_PHYS_BITS) -> FirmwareLayout:
     """Assign every BAR and enable decode, as SeaBIOS does before the guest kernel runs."""
     regions: dict[str, list[_Entry]] = {"io": [], "mem": [], "prefmem": []}
     functions = _present_functions(bus)
@@ -254,7 +258,7 @@ def firmware_setup(bus: PciBus, memory: GuestMemory, phys_bits: int = CPU_PHYS_B
     return FirmwareLayout(io_base, mem32_start, PCIMEM_END, mem64_start, mem64_end)
 
 
-def _firmware_init_device(bus: PciBus, bdf: int) -> None:
+def _firmware_init_device(bus: CpuBus, bdf: int) -> None:
     """``pci_bios_init_device``: legacy IRQ line, device quirks, then I/O + memory decode and SERR."""
     pin = bus.config_read_sync(bdf, PCI_INTERRUPT_PIN, 1)
     if pin:

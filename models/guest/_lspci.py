@@ -20,9 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .._pci import PciBus, format_bdf
+from .._pci import format_bdf
 from .._pci_config import PCI_REVISION_ID
+
+if TYPE_CHECKING:
+    from .._seams import CpuBus  # the guest's view of the host bridge
 
 #: models/data/pci.ids, found from the ``models`` package directory (this file is in models/guest)
 PCI_IDS_PATH = Path(__file__).resolve().parents[1] / "data" / "pci.ids"
@@ -94,7 +98,7 @@ class PciIds:
         return f"{vendor} {device}"
 
 
-def lspci_line(bus: PciBus, bdf: int, ids: PciIds) -> str:
+def lspci_line(bus: CpuBus, bdf: int, ids: PciIds) -> str:
     """One line of ``lspci`` for the function at ``bdf``, from its config space."""
     ids_word = bus.config_read_sync(bdf, 0, 4)
     class_rev = bus.config_read_sync(bdf, PCI_REVISION_ID, 4)
@@ -103,7 +107,7 @@ def lspci_line(bus: PciBus, bdf: int, ids: PciIds) -> str:
     return f"{line} (rev {revision:02x})" if revision else line
 
 
-def lspci(bus: PciBus, bdfs: Iterable[int], ids: PciIds | None = None) -> str:
+def lspci(bus: CpuBus, bdfs: Iterable[int], ids: PciIds | None = None) -> str:
     """``lspci`` output for the functions ``bdfs`` (those the guest enumerated), sorted by address."""
     names = ids if ids is not None else PciIds.load()
     return "".join(lspci_line(bus, bdf, names) + "\n" for bdf in sorted(bdfs))

@@ -14,11 +14,13 @@ firmware (``_firmware.py``) chose; ``enumerate_bus`` runs both, in that order.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from .._interrupts import q35_intx_gsi
 from .._memory import GuestMemory
-from .._pci import PciBus, format_bdf
+from .._pci import format_bdf
 from .._pci_caps import PCI_CAP_ID_EXP, PCI_EXT_CAP_ID_ACS
 from .._pci_config import (
     PCI_BASE_ADDRESS_MEM_PREFETCH,
@@ -44,6 +46,9 @@ from .._pci_config import (
     bar_register,
 )
 from ._firmware import ABSENT_IDS, CPU_PHYS_BITS, firmware_setup
+
+if TYPE_CHECKING:
+    from .._seams import CpuBus  # the guest's view of the host bridge
 
 _PCI_FIND_CAP_TTL = 48
 _PCI_EXT_CAP_TTL = (PCIE_CONFIG_SPACE_SIZE - PCI_CONFIG_SPACE_SIZE) // 8
@@ -98,7 +103,7 @@ class PciDeviceInfo:
         return None
 
 
-def _linux_read_bases(bus: PciBus, bdf: int, mmio_always_on: bool) -> tuple[BarInfo, ...]:
+def _linux_read_bases(bus: CpuBus, bdf: int, mmio_always_on: bool) -> tuple[BarInfo, ...]:
     """``pci_read_bases`` / ``__pci_read_base`` for the six BARs and the ROM."""
     cmd = bus.config_read_sync(bdf, PCI_COMMAND, 2)
     decode = cmd & (PCI_COMMAND_IO | PCI_COMMAND_MEMORY)
@@ -140,7 +145,7 @@ def _linux_read_bases(bus: PciBus, bdf: int, mmio_always_on: bool) -> tuple[BarI
     return tuple(bars)
 
 
-def _capabilities(bus: PciBus, bdf: int) -> tuple[tuple[int, int], ...]:
+def _capabilities(bus: CpuBus, bdf: int) -> tuple[tuple[int, int], ...]:
     """The standard capability list (``pci_find_capability``'s walk, TTL 48)."""
     if not bus.config_read_sync(bdf, PCI_STATUS, 2) & PCI_STATUS_CAP_LIST:
         return ()
@@ -158,7 +163,7 @@ def _capabilities(bus: PciBus, bdf: int) -> tuple[tuple[int, int], ...]:
     return tuple(caps)
 
 
-def _ext_capabilities(bus: PciBus, bdf: int) -> tuple[tuple[int, int], ...]:
+def _ext_capabilities(bus: CpuBus, bdf: int) -> tuple[tuple[int, int], ...]:
     """The extended capability list from 0x100 (``pci_find_next_ext_capability``)."""
     caps: list[tuple[int, int]] = []
     pos = PCI_CONFIG_SPACE_SIZE
@@ -173,7 +178,7 @@ def _ext_capabilities(bus: PciBus, bdf: int) -> tuple[tuple[int, int], ...]:
     return tuple(caps)
 
 
-def _read_device(bus: PciBus, bdf: int, multifunction: bool) -> PciDeviceInfo:
+def _read_device(bus: CpuBus, bdf: int, multifunction: bool) -> PciDeviceInfo:
     """``pci_setup_device``: identity, class, BARs, subsystem, IRQ pin/line, capabilities."""
     ids = bus.config_read_sync(bdf, 0, 4)
     header = bus.config_read_sync(bdf, PCI_HEADER_TYPE, 1)
@@ -216,7 +221,7 @@ def _read_device(bus: PciBus, bdf: int, multifunction: bool) -> PciDeviceInfo:
     )
 
 
-def scan_root_bus(bus: PciBus) -> tuple[PciDeviceInfo, ...]:
+def scan_root_bus(bus: CpuBus) -> tuple[PciDeviceInfo, ...]:
     """Linux's scan of bus 0 (``pci_scan_slot`` for devfn 0, 8, ... 248), in discovery order."""
     devices: list[PciDeviceInfo] = []
     for devfn in range(0, 256, 8):
@@ -234,7 +239,7 @@ def scan_root_bus(bus: PciBus) -> tuple[PciDeviceInfo, ...]:
     return tuple(devices)
 
 
-def enumerate_bus(bus: PciBus, memory: GuestMemory, phys_bits: int = CPU_PHYS_BITS) -> tuple[PciDeviceInfo, ...]:
+def enumerate_bus(bus: CpuBus, memory: GuestMemory, phys_bits: int = CPU_PHYS_BITS) -> tuple[PciDeviceInfo, ...]:
     """Firmware assignment followed by the guest kernel's scan: the guest's view of the bus."""
     firmware_setup(bus, memory, phys_bits)
     return scan_root_bus(bus)
