@@ -27,7 +27,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ._config import MachineConfig
-from ._nvme import PM173X, QEMU_NVME, NvmeIdentity
+from ._nvme_ident import PM173X, QEMU_NVME, NvmeIdentity
 from ._pci import PciFunction, make_bdf
 from ._pci_caps import (
     PCI_CAP_ID_SATA,
@@ -279,7 +279,7 @@ def make_nvme_vfio(bdf: int = NVME_BDF) -> PciFunction:
     Verified (host dmesg): IDs, rev 0, class 010802, BAR0 64-bit non-prefetchable
     32 KiB, 64 KiB ROM, pin A.  vfio rewrites the PCIe type to RC_END and hides
     SR-IOV/ARI; no extended capability is modelled.  Subsystem IDs and the MSI-X
-    geometry are those of the controller model's identity (``models._nvme.PM173X``,
+    geometry are those of the controller model's identity (``models._nvme_ident.PM173X``,
     which lists its guesses).  GUESSED capability offsets (the reference's typical
     Samsung layout, to be measured with ``lspci -xxxx`` on the host): PM @0x40,
     MSI @0x50 (64-bit, 32 vectors, no masking), PCIe v2 @0x70, MSI-X @0xb0.

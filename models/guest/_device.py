@@ -7,10 +7,28 @@ IOMMU group and domain, and its DMA masks (``dma_set_mask_and_coherent``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from ._pci_scan import PciDeviceInfo
 from ._printk import pci_name
+
+
+class DmaMapOps(Protocol):
+    """``struct dma_map_ops`` as drivers call it (``dma_map_page``, ``dma_map_sg``,
+    ``dma_alloc_coherent``, ...): dma-iommu's ops behind an IOMMU, the direct ops without.
+    ``cpu`` is the vCPU the caller runs on (per-CPU IOVA caches and flush queues)."""
+
+    async def map_page(self, cpu: int, paddr: int, size: int, direction: int) -> int: ...
+
+    async def unmap_page(self, cpu: int, iova: int, size: int, direction: int) -> None: ...
+
+    async def map_sg(self, cpu: int, segments: list[tuple[int, int]], direction: int) -> list[int]: ...
+
+    async def unmap_sg(self, cpu: int, iovas: list[int], segments: list[tuple[int, int]], direction: int) -> None: ...
+
+    async def alloc_coherent(self, cpu: int, size: int) -> tuple[int, list[int]]: ...
+
+    async def free_coherent(self, cpu: int, size: int, iova: int, pages: list[int]) -> None: ...
 
 
 class GuestDevice:
@@ -28,11 +46,19 @@ class GuestDevice:
         self.coherent_dma_mask_bits = 32
         #: set by the IOMMU core when the device is IOMMU-probed
         self.iommu_group: int | None = None
-        self.dma: Any = None  # dma-iommu ops for this device, or None (direct DMA)
+        #: the device's DMA ops (set at dma_configure: dma-iommu's or the direct ones)
+        self.dma: DmaMapOps | None = None
         self.iommu_probed = False
 
     def __repr__(self) -> str:
         return f"<GuestDevice {self.name} driver={self.driver}>"
+
+    @property
+    def dma_ops(self) -> DmaMapOps:
+        """``get_dma_ops(dev)``: the ops ``dma_configure`` installed (an error before it ran)."""
+        if self.dma is None:
+            raise RuntimeError(f"{self.name}: DMA API used before dma_configure")
+        return self.dma
 
     @property
     def prefix_driver(self) -> str:

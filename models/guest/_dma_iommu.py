@@ -188,7 +188,11 @@ class DmaCookie:
 
     def _arm_timer(self, deadline_ps: int, cpu: int) -> None:
         sim = self.kernel.sim
-        sim.call_at(deadline_ps, lambda: sim.spawn(self._fq_timeout(cpu), name="fq_flush_timeout"))
+
+        def expire() -> None:
+            sim.spawn(self._fq_timeout(cpu), name="fq_flush_timeout")
+
+        sim.call_at(deadline_ps, expire)
 
     async def sync_and_free(self, cpu: int, iova: int, size: int) -> None:
         """The end of ``__iommu_dma_unmap``: strict, ``iommu_iotlb_sync`` then ``free_iova_fast``;

@@ -93,7 +93,7 @@ async def ahci_probe(kernel: Any, dev: GuestDevice, cpu: int) -> int:
         await bus.mmio_read(abar + PORT_BASE + port * PORT_SIZE + 0x10, 4)
         await bus.mmio_write(abar + PORT_BASE + port * PORT_SIZE + 0x10, 4, 0xFFFF_FFFF)
     for port in ports:
-        await dev.dma.alloc_coherent(cpu, AHCI_PORT_PRIV_DMA_SZ)
+        await dev.dma_ops.alloc_coherent(cpu, AHCI_PORT_PRIV_DMA_SZ)
         regs = abar + PORT_BASE + port * PORT_SIZE
         for off in (0x00, 0x04, 0x08, 0x0C):  # command list and FIS base, lo/hi (ahci_start_fis_rx)
             await bus.mmio_write(regs + off, 4, 0)

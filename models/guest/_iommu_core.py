@@ -30,7 +30,7 @@ behind bridges, iommu.passthrough / iommu.forcedac.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 import attrs
 
@@ -40,7 +40,7 @@ from .._memory import IOAPIC_BASE, Q35_PCIEXBAR_BASE, Q35_PCIEXBAR_SIZE, FOUR_GI
 from ._device import GuestDevice
 from ._flush_queue import dma_domain_policy
 from ._groups import IommuGroups, PciFunctionInfo, adding_message
-from ._iova import DmaDevice
+from ._iova import DmaDevice, ResvRegion
 from ._pci_scan import PciDeviceInfo
 
 if TYPE_CHECKING:
@@ -143,10 +143,59 @@ def iommu_pgsize(pgsize_bitmap: int, iova: int, paddr: int, size: int) -> tuple[
     return pgsize, size >> idx
 
 
+class IommuDriverDomain(Protocol):
+    """The driver's half of ``struct iommu_domain`` (``struct viommu_domain`` for virtio-iommu)."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def pgsize_bitmap(self) -> int: ...
+
+    @property
+    def aperture(self) -> tuple[int, int]: ...
+
+
+class IommuOps(Protocol):
+    """``struct iommu_ops`` + ``struct iommu_domain_ops``: what the core asks of the
+    registered IOMMU driver.  Endpoints (``dev_iommu_priv``) are the driver's own
+    objects, opaque to the core; each call that may talk to the device takes the vCPU
+    it runs on.  Ints are 0 or a negative errno, except ``unmap_pages`` (bytes unmapped)."""
+
+    @property
+    def has_iotlb_sync_map(self) -> bool: ...
+
+    @property
+    def has_flush_iotlb_all(self) -> bool: ...
+
+    async def probe_device(self, cpu: int, dev: GuestDevice) -> object | int: ...
+
+    def release_device(self, endpoint: object) -> None: ...
+
+    def get_resv_regions(self, endpoint: object) -> list[ResvRegion]: ...
+
+    def domain_alloc(self) -> IommuDriverDomain: ...
+
+    def domain_free(self, domain: IommuDriverDomain) -> None: ...
+
+    async def attach(self, cpu: int, domain: IommuDriverDomain, endpoint: object) -> int: ...
+
+    async def map_pages(self, cpu: int, domain: IommuDriverDomain, iova: int, paddr: int, pgsize: int,
+                        pgcount: int, prot: int) -> int: ...
+
+    async def unmap_pages(self, cpu: int, domain: IommuDriverDomain, iova: int, pgsize: int, pgcount: int) -> int: ...
+
+    async def iotlb_sync_map(self, cpu: int, domain: IommuDriverDomain, iova: int, size: int) -> int: ...
+
+    async def iotlb_sync(self, cpu: int, domain: IommuDriverDomain) -> None: ...
+
+    async def flush_iotlb_all(self, cpu: int, domain: IommuDriverDomain) -> None: ...
+
+
 class IommuDomain:
     """``struct iommu_domain`` of a default (DMA or DMA-FQ) domain and its driver domain."""
 
-    def __init__(self, group_id: int, priv: Any, requested_type: str) -> None:
+    def __init__(self, group_id: int, priv: IommuDriverDomain, requested_type: str) -> None:
         self.group_id = group_id
         #: the driver's domain (``struct viommu_domain``)
         self.priv = priv
@@ -160,15 +209,15 @@ class IommuDomain:
 
     @property
     def id(self) -> int | None:
-        return self.priv.id  # type: ignore[no-any-return]
+        return self.priv.id
 
     @property
     def pgsize_bitmap(self) -> int:
-        return self.priv.pgsize_bitmap  # type: ignore[no-any-return]
+        return self.priv.pgsize_bitmap
 
     @property
     def aperture(self) -> tuple[int, int]:
-        return self.priv.aperture  # type: ignore[no-any-return]
+        return self.priv.aperture
 
 
 @attrs.define
@@ -186,13 +235,13 @@ class IommuCore:
         self.kernel = kernel
         kernel.iommu = self
         #: the registered IOMMU driver (``iommu_device_register``): the virtio-iommu driver
-        self.ops: Any = None
+        self._ops: IommuOps | None = None
         self.policy = dma_domain_policy(kernel.config.guest_kernel, kernel.config.iommu_policy)
         self._probe_lock = Lock("iommu_probe_device_lock")
         self._groups: IommuGroups | None = None
         self._group: dict[int, _Group] = {}
         #: per BDF: the driver's endpoint (``dev_iommu_priv``) and dma-iommu's device state (``dev->iommu``)
-        self.endpoints: dict[int, Any] = {}
+        self.endpoints: dict[int, object] = {}
         self.dma_devices: dict[int, DmaDevice] = {}
 
     # -- initcalls and registration ------------------------------------------------------
@@ -204,16 +253,23 @@ class IommuCore:
         else:
             self.kernel.log("iommu: DMA domain TLB invalidation policy: lazy mode")
 
-    def register(self, ops: Any) -> None:
+    def register(self, ops: IommuOps) -> None:
         """``iommu_device_register``.  Its ``bus_iommu_probe`` finds no VIOT fwspec yet (fwspecs are
         made at driver probe), so it probes nothing."""
-        if self.ops is not None:
+        if self._ops is not None:
             raise RuntimeError("an IOMMU driver is already registered; this model has one virtio-iommu")
-        self.ops = ops
+        self._ops = ops
+
+    @property
+    def ops(self) -> IommuOps:
+        """The registered driver (``dev->iommu->iommu_dev->ops``)."""
+        if self._ops is None:
+            raise RuntimeError("no IOMMU driver has registered")
+        return self._ops
 
     @property
     def registered(self) -> bool:
-        return self.ops is not None
+        return self._ops is not None
 
     # -- machine knowledge: VIOT and _CRS ---------------------------------------------------
     def viot_iommu_bdf(self) -> int | None:
@@ -260,7 +316,7 @@ class IommuCore:
             # no VIOT: no IOMMU; or "We're not translating ourself" (-EINVAL, ignored by acpi_dma_configure)
             dev.dma = DirectDma(kernel, dev)
             return 0
-        if self.ops is None:
+        if self._ops is None:
             self._trace("iommu_probe_device_defer", bdf=dev.bdf)
             return -EPROBE_DEFER
         if dev.iommu_group is None:
@@ -333,7 +389,7 @@ class IommuCore:
             size -= pgsize * count
         if ret:
             await self.unmap(cpu, domain, orig_iova, orig_size - size)
-        return ret  # type: ignore[no-any-return]
+        return ret
 
     async def map(self, cpu: int, domain: IommuDomain, iova: int, paddr: int, size: int, prot: int) -> int:
         """``iommu_map``: 0 or a negative errno."""
@@ -408,6 +464,6 @@ class IommuCore:
         await self.iotlb_sync(cpu, domain)
         return unmapped
 
-    def _trace(self, event: str, **fields: Any) -> None:
+    def _trace(self, event: str, **fields: object) -> None:
         if self.kernel.sim.tracing:
             self.kernel.sim.trace(TRACE_SOURCE, event, **fields)

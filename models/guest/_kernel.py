@@ -19,9 +19,13 @@ from typing import TYPE_CHECKING, Any
 from sim import Cancelled, Event, Simulator
 
 from .._memory import GIB
+from .._seams import MachineView
 from ._device import GuestDevice
 from ._mm import PageAllocator
 from ._printk import Printk
+
+if TYPE_CHECKING:
+    from ._iommu_core import IommuCore
 
 if TYPE_CHECKING:
     from ._boot import Boot
@@ -97,7 +101,7 @@ class GuestKernel:
     #: the boot that brings the guest up, with its drivers (``boot.viommu``, ``boot.nvme``); set by ``boot()``
     boot: Boot
 
-    def __init__(self, machine: Any) -> None:
+    def __init__(self, machine: MachineView) -> None:
         self.machine = machine
         self.sim: Simulator = machine.sim
         self.config = machine.config
@@ -107,12 +111,22 @@ class GuestKernel:
         mem = machine.memory
         self.mm = PageAllocator.for_ram(mem.below_4g, mem.above_4g_end, EARLY_BOOT_RESERVED)
         self.devices: dict[int, GuestDevice] = {}
-        #: the IOMMU core (set when the iommu subsystem initialises)
-        self.iommu: Any = None
+        self._iommu: IommuCore | None = None
         #: the vCPUs as resources (see ``Cpu``)
         self.cpus = [Cpu(i) for i in range(self.ncpus)]
         #: PCI host bridge memory windows as inclusive (start, end) bus addresses (from enumeration)
         self.host_bridge_windows: list[tuple[int, int]] = []
+
+    @property
+    def iommu(self) -> IommuCore:
+        """The IOMMU core (``drivers/iommu/iommu.c``), set when the iommu subsystem initialises."""
+        if self._iommu is None:
+            raise RuntimeError("the guest's IOMMU core has not initialised (iommu_subsys_init has not run)")
+        return self._iommu
+
+    @iommu.setter
+    def iommu(self, core: IommuCore) -> None:
+        self._iommu = core
 
     def on_cpu(self, cpu: int, *, irq: bool = False) -> _CpuHold:
         """``async with kernel.on_cpu(cpu):`` around a code path that keeps vCPU ``cpu`` busy (the

@@ -6,6 +6,9 @@
   ``viommu_replay_mappings`` can resend it and UNMAP never splits a MAP.
 * ``ViommuEndpoint`` is ``struct viommu_endpoint``: the device, its endpoint ids (the fwspec),
   the reserved regions its PROBE reported, its domain.
+* ``to_viommu_domain`` / ``to_viommu_endpoint`` are the driver's ``container_of``: the IOMMU
+  core hands the driver back its own objects through the ``IommuOps`` seam, typed as the
+  core knows them.
 * ``add_resv_mem`` (``viommu_add_resv_mem``) parses one RESV_MEM probe property;
   ``resv_regions`` is ``viommu_get_resv_regions`` (a software MSI window when none is MSI).
 
@@ -23,7 +26,7 @@ from sortedcontainers import SortedDict
 from .._viommu_wire import RESV_MEM_T_MSI, RESV_MEM_T_RESERVED, ProbeResvMem
 from .._wire import U64
 from ._device import GuestDevice
-from ._iommu_core import EINVAL, EOVERFLOW
+from ._iommu_core import EINVAL, EOVERFLOW, IommuDriverDomain
 from ._iova import IOMMU_RESV_MSI, IOMMU_RESV_RESERVED, IOMMU_RESV_SW_MSI, ResvRegion
 
 if TYPE_CHECKING:
@@ -108,3 +111,17 @@ def resv_regions(endpoint: ViommuEndpoint) -> list[ResvRegion]:
     if not any(r.type == IOMMU_RESV_MSI for r in regions):
         regions.append(ResvRegion(MSI_IOVA_BASE, MSI_IOVA_LENGTH, IOMMU_RESV_SW_MSI))
     return regions
+
+
+def to_viommu_domain(domain: IommuDriverDomain) -> ViommuDomain:
+    """``to_viommu_domain``: the driver's domain behind the core's ``iommu_domain``."""
+    if not isinstance(domain, ViommuDomain):
+        raise TypeError(f"{domain!r} is not a virtio-iommu domain")
+    return domain
+
+
+def to_viommu_endpoint(dev_priv: object) -> ViommuEndpoint:
+    """``dev_iommu_priv_get``: the driver's endpoint the core keeps for a device."""
+    if not isinstance(dev_priv, ViommuEndpoint):
+        raise TypeError(f"{dev_priv!r} is not a virtio-iommu endpoint")
+    return dev_priv

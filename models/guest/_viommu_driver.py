@@ -87,10 +87,18 @@ from ._iommu_core import (
     IOMMU_READ,
     IOMMU_WRITE,
     VIRTIO_IOMMU_PCI_ID,
+    IommuDriverDomain,
 )
 from ._iova import PAGE_SIZE, ResvRegion, order_base_2
 from ._pci_scan import PciDeviceInfo
-from ._viommu_domain import ViommuDomain, ViommuEndpoint, add_resv_mem, resv_regions
+from ._viommu_domain import (
+    ViommuDomain,
+    ViommuEndpoint,
+    add_resv_mem,
+    resv_regions,
+    to_viommu_domain,
+    to_viommu_endpoint,
+)
 from ._viommu_events import EVENTQ, ViommuEvents
 from ._virtio_driver import TRANSPORT_FEATURES, VirtioModernDevice
 from ._virtio_pci_regs import PciVirtioRegs
@@ -457,12 +465,14 @@ class ViommuDriver:
             cur += length
         return ret
 
-    def get_resv_regions(self, endpoint: ViommuEndpoint) -> list[ResvRegion]:
+    def get_resv_regions(self, dev_priv: object) -> list[ResvRegion]:
         """``viommu_get_resv_regions``: the PROBE regions, plus a software MSI window if none is MSI."""
+        endpoint = to_viommu_endpoint(dev_priv)
         return resv_regions(endpoint)
 
-    def release_device(self, endpoint: ViommuEndpoint) -> None:
+    def release_device(self, dev_priv: object) -> None:
         """``viommu_release_device`` of an endpoint that never got attached: nothing to detach."""
+        endpoint = to_viommu_endpoint(dev_priv)
         if endpoint.domain is not None:
             raise RuntimeError(f"release of attached endpoint {endpoint!r}: DETACH is not modelled")
 
@@ -473,8 +483,9 @@ class ViommuDriver:
         domain.pgsize_bitmap = self.pgsize_bitmap  # __iommu_domain_alloc: ops->pgsize_bitmap
         return domain
 
-    def domain_free(self, domain: ViommuDomain) -> None:
+    def domain_free(self, iommu_domain: IommuDriverDomain) -> None:
         """``viommu_domain_free``: drop the tree, release the id."""
+        domain = to_viommu_domain(iommu_domain)
         domain.mappings.clear()
         if domain.id is not None:
             self._domain_ids.discard(domain.id)
@@ -498,8 +509,10 @@ class ViommuDriver:
         domain.map_flags = self.map_flags
         return 0
 
-    async def attach(self, cpu: int, domain: ViommuDomain, endpoint: ViommuEndpoint) -> int:
+    async def attach(self, cpu: int, iommu_domain: IommuDriverDomain, dev_priv: object) -> int:
         """``viommu_attach_dev``: finalise a new domain, ATTACH each id, replay into an empty domain."""
+        domain = to_viommu_domain(iommu_domain)
+        endpoint = to_viommu_endpoint(dev_priv)
         if domain.viommu is None:
             ret = self._finalise(domain, endpoint)
             if ret:
@@ -532,10 +545,11 @@ class ViommuDriver:
         return 0
 
     # -- map / unmap ----------------------------------------------------------------------
-    async def map_pages(self, cpu: int, domain: ViommuDomain, iova: int, paddr: int, pgsize: int, pgcount: int,
+    async def map_pages(self, cpu: int, iommu_domain: IommuDriverDomain, iova: int, paddr: int, pgsize: int, pgcount: int,
                         prot: int) -> int:
         """``viommu_map_pages``: tree entry, then a MAP (6.7: sent synchronously, its status
         returned; 6.8+: queued, status never read).  0 or -errno."""
+        domain = to_viommu_domain(iommu_domain)
         size = pgsize * pgcount
         end = iova + size - 1
         flags = ((MAP_F_READ if prot & IOMMU_READ else 0) | (MAP_F_WRITE if prot & IOMMU_WRITE else 0)
@@ -558,9 +572,10 @@ class ViommuDriver:
                 return ret
         return 0
 
-    async def unmap_pages(self, cpu: int, domain: ViommuDomain, iova: int, pgsize: int, pgcount: int) -> int:
+    async def unmap_pages(self, cpu: int, iommu_domain: IommuDriverDomain, iova: int, pgsize: int, pgcount: int) -> int:
         """``viommu_unmap_pages``: drop whole mappings from the tree and queue one UNMAP (no kick,
         status ignored); bytes unmapped, 0 when the range would split a mapping."""
+        domain = to_viommu_domain(iommu_domain)
         size = pgsize * pgcount
         unmapped = domain.del_mappings(iova, iova + size - 1)
         if self.kernel.sim.tracing:
@@ -574,20 +589,22 @@ class ViommuDriver:
                                  since_ps=self.kernel.sim.now)
         return 0 if ret else unmapped
 
-    async def iotlb_sync(self, cpu: int, domain: ViommuDomain) -> None:
+    async def iotlb_sync(self, cpu: int, iommu_domain: IommuDriverDomain) -> None:
         """``viommu_iotlb_sync``: kick and drain everything queued."""
         await self.sync_req(cpu)
 
-    async def iotlb_sync_map(self, cpu: int, domain: ViommuDomain, iova: int, size: int) -> int:
+    async def iotlb_sync_map(self, cpu: int, iommu_domain: IommuDriverDomain, iova: int, size: int) -> int:
         """``viommu_iotlb_sync_map`` (6.8+): sync once the domain has endpoints."""
+        domain = to_viommu_domain(iommu_domain)
         if not self.has_iotlb_sync_map:
             raise RuntimeError(f"Linux {self.kernel.config.guest_kernel} virtio-iommu has no iotlb_sync_map")
         if not domain.nr_endpoints:
             return 0
         return await self.sync_req(cpu)
 
-    async def flush_iotlb_all(self, cpu: int, domain: ViommuDomain) -> None:
+    async def flush_iotlb_all(self, cpu: int, iommu_domain: IommuDriverDomain) -> None:
         """``viommu_flush_iotlb_all`` (6.8+): sync once the domain has endpoints."""
+        domain = to_viommu_domain(iommu_domain)
         if not self.has_flush_iotlb_all:
             raise RuntimeError(f"Linux {self.kernel.config.guest_kernel} virtio-iommu has no flush_iotlb_all")
         if domain.nr_endpoints:

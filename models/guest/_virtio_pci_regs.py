@@ -11,7 +11,7 @@ machine), which is the ``VirtioRegs`` protocol the driver core uses.
 
 from __future__ import annotations
 
-from .._pci import PciBus
+from .._seams import CpuBus
 from ._pci_scan import PciDeviceInfo
 
 PCI_CAP_ID_VNDR = 0x09
@@ -26,7 +26,7 @@ class VirtioPciProbeError(Exception):
 class PciVirtioRegs:
     """Register access to one virtio-pci modern function through its BAR."""
 
-    def __init__(self, bus: PciBus, info: PciDeviceInfo) -> None:
+    def __init__(self, bus: CpuBus, info: PciDeviceInfo) -> None:
         self.bus = bus
         self.info = info
         self.regions: dict[str, tuple[int, int]] = {}  # cfg -> (guest-physical base, length)

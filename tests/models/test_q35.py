@@ -286,7 +286,7 @@ def test_plug_virtio_backend_builds_the_transport():
 @pytest.mark.parametrize("nvme", ["vfio", "emulated"])
 def test_nvme_function_publishes_the_controller_identity(nvme):
     """IDs, subsystem and MSI-X geometry in config space agree with the NVMe model's identity."""
-    from models._nvme import PM173X, QEMU_NVME
+    from models._nvme_ident import PM173X, QEMU_NVME
 
     ident = PM173X if nvme == "vfio" else QEMU_NVME
     m, devs = devices(nvme=nvme)
