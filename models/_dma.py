@@ -31,7 +31,7 @@ import attrs
 from ._memory import GuestMemory, MemoryAccessError
 
 if TYPE_CHECKING:
-    from sim import Simulator
+    from sim import Simulator, Tracer
 
 DMA_READ = 1
 DMA_WRITE = 2
@@ -70,14 +70,19 @@ class _Port:
         self.reads = 0
         self.writes = 0
         self.bytes = 0
-        self.sim: Simulator | None = None  # set by the IOMMU ports: their accesses are traced
         self.bdf: int | None = None
+        #: set by the IOMMU ports (``_traced``): their accesses are traced
+        self._tracer: Tracer | None = None
+
+    def _traced(self, sim: Simulator, bdf: int) -> None:
+        self.bdf = bdf
+        self._tracer = sim.tracer("dma", initiator=self.initiator, bdf=bdf)
 
     def _trace(self, iova: int, size: int, access: int, paddr: int | None, fault: str | None) -> None:
-        if self.sim is not None and self.sim.tracing:
+        tracer = self._tracer
+        if tracer is not None and tracer.enabled:
             where = {"fault": fault} if fault is not None else {"paddr": paddr}
-            self.sim.trace("dma", "dma_access", initiator=self.initiator, bdf=self.bdf, iova=iova, size=size,
-                           access="read" if access == DMA_READ else "write", **where)
+            tracer("dma_access", iova=iova, size=size, access="read" if access == DMA_READ else "write", **where)
 
     def _checked_pieces(self, iova: int, size: int, access: int) -> list[tuple[int, int]]:
         try:
@@ -143,8 +148,7 @@ class ViommuDmaPort(_Port):
         super().__init__(memory, initiator, bus_master)
         self.viommu = viommu
         self.endpoint = endpoint
-        self.sim = viommu.sim
-        self.bdf = endpoint
+        self._traced(viommu.sim, endpoint)
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:
         t = self.viommu.translate(self.endpoint, iova, access)
@@ -162,10 +166,9 @@ class HostIommuDmaPort(_Port):
                  now: Callable[[], int]) -> None:
         super().__init__(memory, initiator, bus_master)
         self.host = host
-        self.bdf = bdf
         self.endpoint = bdf
         self.now = now
-        self.sim = host.sim
+        self._traced(host.sim, bdf)
         self.faults: list[HostIommuFault] = []
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import struct
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
@@ -134,6 +133,7 @@ class ControllerCore:
         self.cost = cost
         self.dma = dma
         self.name = name
+        self._trace = sim.tracer(name)
         self._msix = msix
         self._bus_master = bus_master
         self._dma_engine = NvmeDma(sim, name, dma, bus_master)
@@ -211,9 +211,6 @@ class ControllerCore:
             c = self._cqs[q]
             out[f"cq{q}"] = (c.head, c.tail, c.size, c.phase)
         return out
-
-    def _trace(self, event: str, **fields: Any) -> None:
-        self.sim.trace(self.name, event, **fields)
 
     # -- doorbells (NVMe 1.4 sections 3.1.24-25; QEMU nvme_process_db) ------------------------
     def _doorbell(self, offset: int, size: int, value: int) -> None:

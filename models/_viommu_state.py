@@ -223,6 +223,7 @@ class ViommuState(abc.ABC):
     ) -> None:
         self.sim = sim
         self.name = name
+        self._trace = sim.tracer(name)
         self.flavor = config.flavor
         self.cost: CostModel = config.cost
         self.boot_bypass = boot_bypass
@@ -442,7 +443,3 @@ class ViommuState(abc.ABC):
     def domain_of(self, endpoint: int) -> int | None:
         ep = self.endpoints.get(endpoint)
         return None if ep is None or ep.domain is None else ep.domain.id
-
-    def _trace(self, event: str, **fields: object) -> None:
-        if self.sim.tracing:
-            self.sim.trace(self.name, event, **fields)

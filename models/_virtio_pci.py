@@ -140,6 +140,7 @@ class VirtioPciTransport:
         self.memory = memory
         self.backend = backend
         self.name = name
+        self._trace = sim.tracer(name)
         #: QEMU's big lock (the machine's); None for a transport built alone
         self.bql = bql
         #: INTx level callback, set by the PCI function
@@ -163,10 +164,6 @@ class VirtioPciTransport:
 
     def __repr__(self) -> str:
         return f"VirtioPciTransport({self.name!r}, status={self.status:#x}, broken={self.broken})"
-
-    def _trace(self, event: str, **fields: Any) -> None:
-        if self.sim.tracing:
-            self.sim.trace(self.name, event, **fields)
 
     # -- state queries ----------------------------------------------------------------
     @property

@@ -33,7 +33,7 @@ allocator's zone), DMA_ATTR_*, the non-blocking coherent pool, ``dma_map_resourc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sim import Lock, ms, sleep
 
@@ -104,6 +104,7 @@ class DmaCookie:
     def __init__(self, kernel: GuestKernel, domain: IommuDomain) -> None:
         self.kernel = kernel
         self.domain = domain
+        self._trace = kernel.sim.tracer(TRACE_SOURCE)
         self.iova = DmaIovaCookie(kernel.ncpus)
         self.invalidation: StrictInvalidation | FlushQueue | None = None
         #: fault injection (a deliberately broken guest, for the testbench): free each unmapped IOVA as soon
@@ -223,10 +224,6 @@ class DmaCookie:
         self._trace("fq_flush_timeout", cpu=cpu, domain=self.domain.id)
         await self._perform(cpu, inv.timer_expired(self.kernel.sim.now))
 
-    def _trace(self, event: str, **fields: Any) -> None:
-        if self.kernel.sim.tracing:
-            self.kernel.sim.trace(TRACE_SOURCE, event, **fields)
-
 
 def iommu_setup_dma_ops(kernel: GuestKernel, dev: GuestDevice, domain: IommuDomain, dma_dev: DmaDevice,
                         resv_regions: list[ResvRegion], host_bridge_windows: list[tuple[int, int]]) -> None:
@@ -254,15 +251,12 @@ class DmaApi:
         self.kernel = kernel
         self.dev = dev
         self.domain = domain
+        self._trace = kernel.sim.tracer(TRACE_SOURCE, bdf=dev.bdf)
         self.cookie: DmaCookie = domain.cookie
         self.dma_dev = dma_dev if dma_dev is not None else DmaDevice()
 
     def __repr__(self) -> str:
         return f"<DmaApi {self.dev.name} domain {self.domain.id}>"
-
-    def _trace(self, event: str, **fields: Any) -> None:
-        if self.kernel.sim.tracing:
-            self.kernel.sim.trace(TRACE_SOURCE, event, bdf=self.dev.bdf, **fields)
 
     # -- the common map and unmap -------------------------------------------------------------
     async def _map(self, cpu: int, phys: int, size: int, prot: int, dma_mask: int) -> int:

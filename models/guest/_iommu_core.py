@@ -233,6 +233,7 @@ class IommuCore:
 
     def __init__(self, kernel: GuestKernel) -> None:
         self.kernel = kernel
+        self._trace = kernel.sim.tracer(TRACE_SOURCE)
         kernel.iommu = self
         #: the registered IOMMU driver (``iommu_device_register``): the virtio-iommu driver
         self._ops: IommuOps | None = None
@@ -463,7 +464,3 @@ class IommuCore:
         unmapped = await self.unmap_fast(cpu, domain, iova, size)
         await self.iotlb_sync(cpu, domain)
         return unmapped
-
-    def _trace(self, event: str, **fields: object) -> None:
-        if self.kernel.sim.tracing:
-            self.kernel.sim.trace(TRACE_SOURCE, event, **fields)

@@ -21,7 +21,7 @@ per-CPU I/O queues, executing a request, the AER), which the PCI driver implemen
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sim import PS_PER_MS, ms, seconds, sleep
 
@@ -184,6 +184,8 @@ class NvmeCtrl:
         self.kernel = kernel
         self.sim = kernel.sim
         self.name = name
+        #: the driver's trace helper (source ``guest/<name>``), also used by its transport
+        self.trace = kernel.sim.tracer(f"guest/{name}")
         self.transport = transport
         self._mem: GuestMemory = kernel.machine.memory
         self.state = "NEW"  # enum nvme_ctrl_state
@@ -201,7 +203,7 @@ class NvmeCtrl:
     def __repr__(self) -> str:
         return f"<NvmeCtrl {self.name} {self.state}>"
 
-    # -- logging and tracing ----------------------------------------------------------------------------
+    # -- logging ----------------------------------------------------------------------------
     def info(self, text: str) -> None:
         self.kernel.printk.dev_info(self.sim.now, "nvme", self.name, text)
 
@@ -210,10 +212,6 @@ class NvmeCtrl:
 
     def err(self, text: str) -> None:
         self.kernel.printk.dev_err(self.sim.now, "nvme", self.name, text)
-
-    def trace(self, event: str, **fields: Any) -> None:
-        if self.sim.tracing:
-            self.sim.trace(f"guest/{self.name}", event, **fields)
 
     # -- CC / CSTS ------------------------------------------------------------------------------------------
     async def _wait_ready(self, mask: int, val: int, timeout_s: int, op: str) -> int:

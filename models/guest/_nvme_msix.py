@@ -14,7 +14,7 @@ Which queue an entry serves (``queue_request_irq``) stays with the driver.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._interrupts import msi_address
 from .._pci_caps import PCI_CAP_ID_MSIX
@@ -63,6 +63,7 @@ class MsixVectors:
         self.irq: InterruptRouting = kernel.machine.irq
         #: dev_printk name and trace source of the driver ("nvme0")
         self.name = name
+        self._trace = kernel.sim.tracer(f"guest/{name}")
         self.cap = 0
         self.table = 0
         #: entries allocated (0: MSI-X disabled)
@@ -75,11 +76,6 @@ class MsixVectors:
 
     def _err(self, text: str) -> None:
         self.kernel.printk.dev_err(self.kernel.sim.now, "nvme", self.name, text)
-
-    def _trace(self, event: str, **fields: Any) -> None:
-        sim = self.kernel.sim
-        if sim.tracing:
-            sim.trace(f"guest/{self.name}", event, **fields)
 
     def entry_addr(self, entry: int) -> int:
         return self.table + 16 * entry

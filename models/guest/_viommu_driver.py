@@ -191,6 +191,7 @@ class ViommuDriver:
     def __init__(self, kernel: GuestKernel, info: PciDeviceInfo, *, index: int = 0) -> None:
         self.kernel = kernel
         self.info = info
+        self._trace = kernel.sim.tracer(TRACE_SOURCE)
         #: dev_printk prefix of the virtio device: ("virtio_iommu", "virtio0")
         self.name = (DRIVER_NAME, f"virtio{index}")
         config = kernel.config
@@ -613,7 +614,3 @@ class ViommuDriver:
     # -- helpers ---------------------------------------------------------------------------
     def _dev_err(self, dev: GuestDevice, text: str) -> None:
         self.kernel.printk.dev_err(self.kernel.sim.now, dev.prefix_driver, dev.name, text)
-
-    def _trace(self, event: str, **fields: Any) -> None:
-        if self.kernel.sim.tracing:
-            self.kernel.sim.trace(TRACE_SOURCE, event, **fields)
