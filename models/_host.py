@@ -24,8 +24,6 @@ vIOMMU request that caused it.
 
 from __future__ import annotations
 
-import errno
-import os
 from typing import Callable, Sequence
 
 import attrs
@@ -34,6 +32,7 @@ from sortedcontainers import SortedDict
 from sim import Simulator
 
 from ._cost import CostModel
+from ._errno import EEXIST, EINVAL, ENOSPC, strerror
 from ._iommu_notify import IOMMU_NONE, IOMMU_WO, IOTLB_EVENTS, IommuMemoryRegion, IommuNotifier, TlbEntry
 from ._memory import GuestMemory
 
@@ -120,16 +119,16 @@ class VfioContainer:
         ret = 0
         pg = host.min_page_size
         if size <= 0 or (iova | size | paddr) & (pg - 1) or iova + size - 1 > U64:
-            ret = -errno.EINVAL
+            ret = -EINVAL
         elif (injected := host.injected_map_error(self, iova, size, paddr)) != 0:
             ret = injected
         elif self._overlapping(iova, iova + size - 1):
-            ret = -errno.EEXIST
+            ret = -EEXIST
         elif len(self.table) >= host.dma_entry_limit:
-            ret = -errno.ENOSPC
+            ret = -ENOSPC
         if ret:
             self.map_errors += 1
-            host.error_report(f"VFIO_MAP_DMA failed: {os.strerror(-ret)}")
+            host.error_report(f"VFIO_MAP_DMA failed: {strerror(-ret)}")
             return ret, cost.vfio_map_ioctl_ps
         pages = size // HOST_PAGE_SIZE
         self.table[iova] = HostMapping(iova, size, paddr, readonly)
@@ -146,8 +145,8 @@ class VfioContainer:
         hit = self._overlapping(iova, last) if size > 0 else []
         if size <= 0 or (iova | size) & (pg - 1) or any(m.iova < iova or m.last > last for m in hit):
             self.unmap_errors += 1
-            host.error_report(f"VFIO_UNMAP_DMA failed: {os.strerror(errno.EINVAL)}")
-            return -errno.EINVAL, cost
+            host.error_report(f"VFIO_UNMAP_DMA failed: {strerror(EINVAL)}")
+            return -EINVAL, cost
         for m in hit:
             del self.table[m.iova]
             self.pinned_pages -= m.size // HOST_PAGE_SIZE
@@ -300,7 +299,7 @@ class HostVfio:
             if ret:
                 self.error_report(
                     f"vfio_container_dma_map({c.name}, 0x{iova:x}, 0x{size:x}, 0x{entry.translated_addr:x})"
-                    f" = {ret} ({os.strerror(-ret)})"
+                    f" = {ret} ({strerror(-ret)})"
                 )
             return cost
         ret, cost = c.dma_unmap(iova, size)
@@ -308,6 +307,6 @@ class HostVfio:
             sim.trace("vfio", "vfio_container_dma_unmap", iova=iova, size=size, ret=ret)
         if ret:
             self.error_report(
-                f"vfio_container_dma_unmap({c.name}, 0x{iova:x}, 0x{size:x}) = {ret} ({os.strerror(-ret)})"
+                f"vfio_container_dma_unmap({c.name}, 0x{iova:x}, 0x{size:x}) = {ret} ({strerror(-ret)})"
             )
         return cost

@@ -34,14 +34,11 @@ from typing import Any, Awaitable, Callable
 
 from sim import Task, ms, sleep, us
 
+from .._errno import ENODEV, ENXIO, EPROBE_DEFER
 from ._device import GuestDevice
 from ._drivers import agp_intel_probe, ahci_probe, no_dma_probe
 from ._kernel import GuestKernel
 from ._pci_scan import PciDeviceInfo, enumerate_bus
-
-EPROBE_DEFER_ERRNO = 517
-ENODEV = 19
-ENXIO = 6
 
 #: power-on to subsys_initcall: decompression, memory, ACPI tables, early initcalls (estimate for a
 #: KVM guest; the seed shows 0.546 s)
@@ -164,7 +161,7 @@ class Boot:
         k = self.kernel
         dev.driver = name
         ret = await k.iommu.dma_configure(dev, cpu)
-        if ret == -EPROBE_DEFER_ERRNO:
+        if ret == -EPROBE_DEFER:
             dev.driver = None
             self.deferred.append((dev, name, probe))
             return ret

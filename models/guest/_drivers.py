@@ -23,10 +23,9 @@ from typing import Any
 
 from sim import ms, sleep
 
+from .._errno import EIO, ENODEV
 from ._device import GuestDevice
 
-ENODEV = 19
-EIO = 5
 PCI_COMMAND = 0x04
 PCI_CAP_ID_MSI = 0x05
 #: AHCI generic host control registers (drivers/ata/ahci.h)

@@ -36,6 +36,7 @@ import attrs
 
 from sim import Lock
 
+from .._errno import EINVAL, EPROBE_DEFER
 from .._memory import IOAPIC_BASE, Q35_PCIEXBAR_BASE, Q35_PCIEXBAR_SIZE, FOUR_GIB, GIB, GuestMemory
 from ._device import GuestDevice
 from ._flush_queue import dma_domain_policy
@@ -46,19 +47,6 @@ from ._pci_scan import PciDeviceInfo
 if TYPE_CHECKING:
     from ._dma_iommu import DmaCookie
     from ._kernel import GuestKernel
-
-# -- errno values the IOMMU stack returns (include/uapi/asm-generic/errno*.h, include/linux/errno.h)
-ENOENT = 2
-EIO = 5
-ENOMEM = 12
-EFAULT = 14
-ENODEV = 19
-EINVAL = 22
-ENOSPC = 28
-ERANGE = 34
-ENOSYS = 38
-EOVERFLOW = 75
-EPROBE_DEFER = 517
 
 # -- IOMMU protection flags (include/linux/iommu.h)
 IOMMU_READ = 1 << 0

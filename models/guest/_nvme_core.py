@@ -32,6 +32,7 @@ from .._nvme_wire import (
     LOG_CMD_EFFECTS, LOG_SMART, MORE, NIDT_CSI, NSID_BROADCAST, REG_CAP, REG_CC, REG_CSTS, REG_VS, SHST_COMPLETE,
     STATUS_NAMES, cap_fields,
 )
+from .._errno import EINTR, EIO, ENODEV
 from .._nvme_data import IdentifyController, IdentifyNamespace
 from ._dma_iommu import DMA_FROM_DEVICE, DMA_TO_DEVICE
 from ._kmem_consts import PAGE_SIZE
@@ -80,7 +81,6 @@ GUEST_EPOCH_MS = 1_704_067_200_000
 #: (msdos/efi sector 0, amiga's RDB search 0-15, ultrix's label at sector 31): 4 KiB pages 0, 1, 3
 PARTITION_SCAN_SECTORS = (0, 15, 31)
 
-EIO, ENOMEM, ENODEV, EINTR = 5, 12, 19, 4
 #: blk status of a request the host cancelled (NVME_SC_HOST_ABORTED_CMD)
 NVME_SC_HOST_ABORTED_CMD = 0x371
 

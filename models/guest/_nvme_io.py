@@ -31,7 +31,8 @@ from .._nvme_wire import (
 )
 from ._device import GuestDevice
 from ._dma_iommu import DirectDma, DmaMappingError
-from ._nvme_core import ADMIN_OPCODE_STR, BLK_OPS, ENOMEM, NVME_SC_HOST_ABORTED_CMD, NvmeCtrl, kernel_hex
+from .._errno import ENOMEM
+from ._nvme_core import ADMIN_OPCODE_STR, BLK_OPS, NVME_SC_HOST_ABORTED_CMD, NvmeCtrl, kernel_hex
 from ._nvme_msix import MsixVectors
 from ._nvme_prp import map_data, unmap_data
 from ._nvme_queue import DmaPool, NvmeDma, NvmeQueue, Request

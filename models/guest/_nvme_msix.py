@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .._errno import ENODEV, ENOMEM
 from .._interrupts import msi_address
 from .._pci_caps import PCI_CAP_ID_MSIX
 from .._pci_config import PCI_COMMAND, PCI_COMMAND_INTX_DISABLE
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 #: first guest IDT vector the model hands to MSI-X entries (FIRST_EXTERNAL_VECTOR + 1); 0x80 is the syscall gate
 FIRST_DEVICE_VECTOR, SYSCALL_VECTOR = 0x21, 0x80
-ENOMEM, ENODEV = 12, 19
 
 
 class PciConfigAccess:

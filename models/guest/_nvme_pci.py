@@ -62,7 +62,8 @@ from .._nvme_data import IdentifyNamespace
 from .._pci_config import PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 from ._device import GuestDevice
 from ._dma_iommu import DmaMappingError
-from ._nvme_core import EIO, ENODEV, ENOMEM, NvmeCtrl
+from .._errno import EIO, ENODEV, ENOMEM
+from ._nvme_core import NvmeCtrl
 from ._nvme_io import NvmePciTransport
 from ._nvme_msix import MsixVectors, PciConfigAccess
 from ._nvme_prp import prp_pools

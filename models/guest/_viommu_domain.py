@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedDict
 
+from .._errno import EINVAL, EOVERFLOW
 from .._viommu_wire import RESV_MEM_T_MSI, RESV_MEM_T_RESERVED, ProbeResvMem
 from .._wire import U64
 from ._device import GuestDevice
-from ._iommu_core import EINVAL, EOVERFLOW, IommuDriverDomain
+from ._iommu_core import IommuDriverDomain
 from ._iova import IOMMU_RESV_MSI, IOMMU_RESV_RESERVED, IOMMU_RESV_SW_MSI, ResvRegion
 
 if TYPE_CHECKING:

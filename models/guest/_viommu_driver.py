@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from sim import Lock, ms, seconds, sleep, us
 
+from .._errno import EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, ENOSYS, ERANGE
 from .._virtq_wire import VIRTIO_RING_F_INDIRECT_DESC, CommonCfg, avail_ring_size, desc_table_size, used_ring_size
 from .._virtqueue import VirtqueueError
 from .._wire import U32, U64
@@ -74,15 +75,6 @@ from .._viommu_wire import (
 from ._device import GuestDevice
 from ._flush_queue import virtio_iommu_deferred_flush, virtio_iommu_map_batching
 from ._iommu_core import (
-    EFAULT,
-    EINVAL,
-    EIO,
-    ENODEV,
-    ENOENT,
-    ENOMEM,
-    ENOSPC,
-    ENOSYS,
-    ERANGE,
     IOMMU_MMIO,
     IOMMU_READ,
     IOMMU_WRITE,

@@ -5,53 +5,22 @@ from typing import Any
 import pytest
 
 from models._config import MachineConfig
+from models._errno import EPROBE_DEFER
 from models._machine import build_machine
 from models.guest._device import GuestDevice
 from models.guest._dma_iommu import DirectDma, DmaApi
 from models.guest._iommu_core import (
-    EPROBE_DEFER,
     IOMMU_READ,
     IOMMU_WRITE,
     IommuCore,
     iommu_pgsize,
     q35_host_bridge_windows,
 )
-from models.guest._kernel import GuestKernel
 from models.guest._pci_scan import enumerate_bus
-from models.guest._viommu_driver import ViommuDriver, viommu_pci_info
-from sim import ListSink, Simulator
+from sim import ListSink
 
 SEED_ORDER = ((0xFA, "ahci"), (0x20, "nvme"), (0x10, "e1000e"), (0xFB, "i801_smbus"), (0x00, "agpgart-intel"))
 MASK_4K_2M_1G = 0x4020_1000
-
-
-def boot(probe: bool = True, **config: Any) -> tuple[Simulator, ListSink, GuestKernel, IommuCore, ViommuDriver | None]:
-    """Machine, firmware + enumeration, iommu_subsys_init, and (``probe``) the virtio-iommu driver."""
-    sink = ListSink()
-    sim = Simulator(sinks=[sink])
-    machine = build_machine(MachineConfig(**config), sim)
-    infos = enumerate_bus(machine.bus, machine.memory)
-    kernel = GuestKernel(machine)
-    kernel.devices = {i.bdf: GuestDevice(i) for i in infos}
-    core = IommuCore(kernel)
-    core.subsys_init()
-    info = viommu_pci_info(infos)
-    drv = None if info is None else ViommuDriver(kernel, info)
-    if probe and drv is not None:
-        run(sim, drv.probe(0))
-    return sim, sink, kernel, core, drv
-
-
-def run(sim: Simulator, coro: Any) -> Any:
-    task = sim.spawn(coro)
-    sim.run_sync(until=task)
-    return task.result()
-
-
-def bind(sim: Simulator, kernel: GuestKernel, bdf: int, driver: str) -> int:
-    dev = kernel.devices[bdf]
-    dev.driver = driver
-    return run(sim, kernel.iommu.probe_device(dev, 0))  # type: ignore[no-any-return]
 
 
 def device_events(sink: ListSink, *names: str) -> list[tuple[str, dict[str, Any]]]:
@@ -62,22 +31,22 @@ def device_events(sink: ListSink, *names: str) -> list[tuple[str, dict[str, Any]
     ("lazy", "iommu: DMA domain TLB invalidation policy: lazy mode"),
     ("strict", "iommu: DMA domain TLB invalidation policy: strict mode (set via kernel command line)"),
 ])
-def test_subsys_init_prints_the_default_domain_and_policy_lines(policy: str, line: str) -> None:
+def test_subsys_init_prints_the_default_domain_and_policy_lines(staged_guest, policy: str, line: str) -> None:
     """iommu_subsys_init: "Translated" either way; strict comes from iommu.strict=1 on the command line."""
-    _, _, kernel, _, _ = boot(probe=False, iommu_policy=policy)
-    assert [r.text for r in kernel.printk.records] == ["iommu: Default domain type: Translated", line]
+    g = staged_guest("iommu", iommu_policy=policy)
+    assert [r.text for r in g.kernel.printk.records] == ["iommu: Default domain type: Translated", line]
 
 
-def test_probe_device_defers_until_the_virtio_iommu_registers() -> None:
+def test_probe_device_defers_until_the_virtio_iommu_registers(staged_guest) -> None:
     """VIOT has no registered IOMMU yet: -EPROBE_DEFER, no group, no request."""
-    sim, sink, kernel, core, drv = boot(probe=False)
-    assert bind(sim, kernel, 0x00, "agpgart-intel") == -EPROBE_DEFER == -517
-    assert kernel.devices[0x00].iommu_group is None and kernel.devices[0x00].dma is None
-    assert device_events(sink, "virtio_iommu_handle_probe", "virtio_iommu_attach") == []
-    assert drv is not None
-    run(sim, drv.probe(0))
-    assert bind(sim, kernel, 0x00, "agpgart-intel") == 0
-    assert kernel.printk.records[-1].text == "agpgart-intel 0000:00:00.0: Adding to iommu group 0"
+    g = staged_guest("iommu")
+    assert g.dma_configure(0x00, "agpgart-intel") == -EPROBE_DEFER == -517
+    assert g.kernel.devices[0x00].iommu_group is None and g.kernel.devices[0x00].dma is None
+    assert device_events(g.sink, "virtio_iommu_handle_probe", "virtio_iommu_attach") == []
+    g = g.advance("viommu")  # the virtio-iommu driver probes on CPU 0 and registers
+    assert g.viommu_driver is not None
+    assert g.dma_configure(0x00, "agpgart-intel") == 0
+    assert g.kernel.printk.records[-1].text == "agpgart-intel 0000:00:00.0: Adding to iommu group 0"
 
 
 def test_seed_driver_order_gives_groups_0_1_2_0_3_and_probe_then_attach_per_endpoint() -> None:
