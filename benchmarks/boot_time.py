@@ -11,9 +11,8 @@ import time
 
 import trio
 
-from models import MachineConfig
-from models._machine import build_machine
-from models.guest._boot import boot
+from models import MachineConfig, build_machine
+from models.guest import boot
 from sim import Simulator, format_time
 
 

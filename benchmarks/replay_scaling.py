@@ -17,10 +17,8 @@ import tracemalloc
 
 import trio
 
-from models import MachineConfig
-from models._machine import build_machine
-from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
-from models.guest._raw_viommu import raw_viommu_platform
+from models import MachineConfig, build_machine
+from models.guest import ReplayRequest, encode_request, raw_viommu_platform, writable_size
 from sim import Simulator
 
 PAGE = 4096

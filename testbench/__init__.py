@@ -77,3 +77,12 @@ __all__ = sorted(
         "with_timeout",
     ]
 )
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("testbench._"):
+        try:
+            _obj.__module__ = "testbench"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -37,11 +37,7 @@ import attrs
 from sim import Simulator
 
 if TYPE_CHECKING:
-    from models._dma import ViommuDmaPort
-    from models._host import HostVfio, VfioContainer
-    from models._machine import Machine
-    from models._seams import DmaPort
-    from models._virtio_pci import VirtioPciTransport
+    from models import DmaPort, HostVfio, Machine, VfioContainer, ViommuDmaPort, VirtioPciTransport
 
 #: virtio-pci common configuration: device_status register offset (virtio spec 4.1.4.3)
 DEVICE_STATUS_OFFSET = 0x14
@@ -204,7 +200,7 @@ def endpoint_dma_port(machine: Machine, bdf: int, *, name: str | None = None) ->
     Every access is translated by ``virtio_iommu_translate`` for ``bdf`` at the
     moment it is made; it is refused while the function's bus-master bit is off.
     """
-    from models._dma import ViommuDmaPort
+    from models import ViommuDmaPort
 
     if machine.viommu is None:
         raise ValueError("endpoint_dma_port needs a machine with a virtio-iommu (viommu='none' has none)")
@@ -231,7 +227,7 @@ class DmaAttempt:
 
 def attempt_dma(port: DmaPort, iova: int, *, read: int = 0, write: bytes | None = None) -> DmaAttempt:
     """Read ``read`` bytes at ``iova`` (or write ``write``) through ``port``; a fault is an outcome, not an error."""
-    from models._dma import DmaFault
+    from models import DmaFault
 
     if (write is None) == (read <= 0):
         raise ValueError("attempt_dma takes either read=<bytes> > 0 or write=<data>")

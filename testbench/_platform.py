@@ -37,9 +37,8 @@ async def boot_platform(options: dict[str, Any], sim: Simulator) -> Platform:
 
     A keyword that is no machine option, or a bad value, raises ``ConfigError`` naming the option,
     with the message the CLI and scenario files give."""
-    from models._config import machine_config
-    from models._machine import build_machine
-    from models.guest._boot import boot
+    from models import build_machine, machine_config
+    from models.guest import boot
 
     options = dict(options)
     options.setdefault("seed", sim.seed % (1 << 64))

@@ -7,8 +7,8 @@ import sys
 
 import trio
 
-from models._machine import build_machine
-from models.guest._boot import boot
+from models import build_machine
+from models.guest import boot
 from sim import Simulator
 
 from ._options import add_machine_flags, config_from_args

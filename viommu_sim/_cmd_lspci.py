@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from models._machine import build_machine
-from models.guest._lspci import lspci
-from models.guest._pci_scan import enumerate_bus
+from models import build_machine
+from models.guest import enumerate_bus, lspci
 from sim import Simulator
 
 from ._options import add_machine_flags, config_from_args

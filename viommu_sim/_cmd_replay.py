@@ -18,9 +18,8 @@ from typing import Any
 
 import trio
 
-from models._machine import build_machine
-from models.guest._raw_requests import encode_request, writable_size
-from models.guest._raw_viommu import raw_viommu_platform
+from models import build_machine
+from models.guest import encode_request, raw_viommu_platform, writable_size
 from sim import Simulator
 
 from ._replay_input import ReplayInputError, parse_replay

@@ -18,9 +18,8 @@ from typing import Any, Callable
 
 import attrs
 
-from models._config import machine_options
-from models._cost import CostModel
-from models.guest._flush_queue import dma_domain_policy, virtio_iommu_map_batching
+from models import CostModel, machine_options
+from models.guest import dma_domain_policy, virtio_iommu_map_batching
 
 from ._job import JOB_KEYS, JOB_OPTIONS
 from ._options import UsageError, add_job_flags, add_machine_flags, given_machine_options

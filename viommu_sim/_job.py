@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from models._config import ConfigError
+from models import ConfigError
 
 SECTOR = 512
 #: the bytes the job addresses when ``size`` is not given (fio's ``size=``): bounds the namespace store

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from models._config import GROUPS, ConfigError, MachineConfig, OptionSpec, machine_config, machine_options
+from models import GROUPS, ConfigError, MachineConfig, OptionSpec, machine_config, machine_options
 
 from ._job import JOB_OPTIONS, JobOption, parse_bytes
 

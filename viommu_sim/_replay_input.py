@@ -28,8 +28,8 @@ import json
 import re
 from typing import Any
 
-from models._wire import U32, U64
-from models.guest._raw_requests import OPS, ReplayRequest
+from models import U32, U64
+from models.guest import OPS, ReplayRequest
 
 _FIELDS = ("domain", "endpoint", "virt_start", "virt_end", "phys_start", "flags")
 _WIDTH = {"domain": U32, "endpoint": U32, "flags": U32, "virt_start": U64, "virt_end": U64, "phys_start": U64}

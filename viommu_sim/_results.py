@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from models._config import MachineConfig
-from models.guest._dma_iommu import DmaApi
+from models import MachineConfig
+from models.guest import DmaApi
 
 if TYPE_CHECKING:
-    from models._host import VfioContainer
-    from models._machine import Machine
-    from models.guest._flush_queue import FlushQueue, StrictInvalidation
-    from models.guest._kernel import GuestKernel
-    from models.guest._viommu_driver import ViommuDriver
+    from models import Machine, VfioContainer
+    from models.guest import FlushQueue, GuestKernel, StrictInvalidation, ViommuDriver
 
 REQUEST_TYPES = ("ATTACH", "DETACH", "MAP", "UNMAP", "PROBE")
 

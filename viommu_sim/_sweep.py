@@ -31,8 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from models._config import ConfigError, MachineConfig, machine_options
-from models._cost import CostModel
+from models import ConfigError, CostModel, MachineConfig, machine_options
 
 from ._job import job_options
 from ._workload import run_scenario

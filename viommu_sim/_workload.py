@@ -52,10 +52,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from models._config import ConfigError, machine_config
-from models._cost import CostModel
-from models._machine import build_machine
-from models.guest._boot import boot
+from models import ConfigError, CostModel, build_machine, machine_config
+from models.guest import boot
 from sim import PS_PER_S, Simulator, Task, sleep
 
 from ._histogram import LatencyHistogram
@@ -63,10 +61,8 @@ from ._job import MAX_RUN_PAGES, JobOptions, job_options
 from ._results import WindowCounters, machine_echo
 
 if TYPE_CHECKING:
-    from models._machine import Machine
-    from models.guest._kernel import GuestKernel
-    from models.guest._mm import PageAllocator
-    from models.guest._nvme_pci import NvmeDriver
+    from models import Machine
+    from models.guest import GuestKernel, NvmeDriver, PageAllocator
 
 PAGE_SIZE = 4096
 NVME_READ, NVME_WRITE = 0x02, 0x01

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from models._config import ConfigError
+from models import ConfigError
 
 from . import __version__, _cmd_boot, _cmd_demo, _cmd_lspci, _cmd_replay, _cmd_run, _cmd_sweep
 from ._options import Parser, UsageError

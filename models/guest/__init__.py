@@ -1,0 +1,58 @@
+"""The Linux-like guest that runs on the platform of ``models``.
+
+Firmware's PCI resource assignment (SeaBIOS) and the guest's boot (initcall
+order, ``iommu_subsys_init``, the PCI root-bus scan, built-in drivers in link
+order, async and deferred probe); the kernel the drivers share (CPUs, printk,
+page allocator); the IOMMU core (probe, groups, domains, attach) and dma-iommu
+(IOVA allocator, flush queues or strict invalidation); the virtio-pci driver
+core with its split-ring ``DriverQueue``; the virtio-iommu, NVMe, ahci,
+intel-agp, e1000e and i801 drivers; ``lspci``; and the raw virtio-iommu driver
+that sends any request (``viommu-sim replay``).
+
+The guest sees the machine only as a ``models.MachineView`` (config cycles and
+MMIO on a ``CpuBus``, guest RAM, interrupt routing); the platform never imports
+this package.
+"""
+
+from ._boot import boot as boot
+from ._device import DmaMapOps as DmaMapOps, GuestDevice as GuestDevice
+from ._dma_iommu import DmaApi as DmaApi
+from ._flush_queue import (
+    FlushQueue as FlushQueue,
+    StrictInvalidation as StrictInvalidation,
+    dma_domain_policy as dma_domain_policy,
+    virtio_iommu_map_batching as virtio_iommu_map_batching,
+)
+from ._iommu_core import IommuCore as IommuCore, IommuOps as IommuOps
+from ._kernel import GuestKernel as GuestKernel
+from ._lspci import PciIds as PciIds, lspci as lspci
+from ._mm import PageAllocator as PageAllocator
+from ._nvme_pci import NvmeDriver as NvmeDriver
+from ._pci_scan import PciDeviceInfo as PciDeviceInfo, enumerate_bus as enumerate_bus
+from ._raw_requests import (
+    OPS as OPS,
+    ReplayRequest as ReplayRequest,
+    encode_request as encode_request,
+    writable_size as writable_size,
+)
+from ._raw_viommu import raw_viommu_platform as raw_viommu_platform
+from ._viommu_driver import ViommuDriver as ViommuDriver
+from ._virtqueue_driver import DriverQueue as DriverQueue
+
+__all__ = sorted(
+    [
+        "DmaApi", "DmaMapOps", "DriverQueue", "FlushQueue", "GuestDevice", "GuestKernel", "IommuCore", "IommuOps",
+        "NvmeDriver", "OPS", "PageAllocator", "PciDeviceInfo", "PciIds", "ReplayRequest", "StrictInvalidation",
+        "ViommuDriver", "boot", "dma_domain_policy", "encode_request", "enumerate_bus", "lspci",
+        "raw_viommu_platform", "virtio_iommu_map_batching", "writable_size",
+    ]
+)
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("models.guest._"):
+        try:
+            _obj.__module__ = "models.guest"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj
