@@ -4,15 +4,11 @@ from typing import Any
 
 import pytest
 
-from models._config import MachineConfig
 from models._errno import EPROBE_DEFER
-from models._machine import build_machine
-from models.guest._device import GuestDevice
 from models.guest._dma_iommu import DirectDma, DmaApi
 from models.guest._iommu_core import (
     IOMMU_READ,
     IOMMU_WRITE,
-    IommuCore,
     iommu_pgsize,
     q35_host_bridge_windows,
 )
@@ -49,10 +45,11 @@ def test_probe_device_defers_until_the_virtio_iommu_registers(staged_guest) -> N
     assert g.kernel.printk.records[-1].text == "agpgart-intel 0000:00:00.0: Adding to iommu group 0"
 
 
-def test_seed_driver_order_gives_groups_0_1_2_0_3_and_probe_then_attach_per_endpoint() -> None:
+def test_seed_driver_order_gives_groups_0_1_2_0_3_and_probe_then_attach_per_endpoint(staged_guest) -> None:
     """ahci, nvme, e1000e, i801 (joins ahci's group and domain, no new domain), agpgart-intel."""
-    sim, sink, kernel, core, _ = boot()
-    assert [bind(sim, kernel, bdf, name) for bdf, name in SEED_ORDER] == [0] * 5
+    g = staged_guest("viommu")
+    sink, kernel, core = g.sink, g.kernel, g.core
+    assert [g.dma_configure(bdf, name) for bdf, name in SEED_ORDER] == [0] * 5
     groups = [kernel.devices[bdf].iommu_group for bdf, _ in SEED_ORDER]
     domains = [core.domain_of(kernel.devices[bdf]).id for bdf, _ in SEED_ORDER]  # type: ignore[union-attr]
     assert (groups, domains) == ([0, 1, 2, 0, 3], [0, 1, 2, 0, 3])
@@ -75,41 +72,40 @@ def test_seed_driver_order_gives_groups_0_1_2_0_3_and_probe_then_attach_per_endp
     ]
     assert device_events(sink, "virtio_iommu_map") == []  # i801 joined a domain with endpoints: no replay
     assert all(isinstance(kernel.devices[bdf].dma, DmaApi) for bdf, _ in SEED_ORDER)
-    assert bind(sim, kernel, 0xFA, "ahci") == 0  # a rebind finds the device in its group: no request
+    assert g.dma_configure(0xFA, "ahci") == 0  # a rebind finds the device in its group: no request
     assert len(device_events(sink, "virtio_iommu_attach")) == 5
 
 
 @pytest.mark.parametrize(("kernel_version", "policy", "domain_type"), [
     ("6.7", "lazy", "DMA"), ("6.7", "strict", "DMA"), ("6.12", "lazy", "DMA-FQ"), ("6.12", "strict", "DMA"),
 ])
-def test_default_domain_type_after_dma_init(kernel_version: str, policy: str, domain_type: str) -> None:
+def test_default_domain_type_after_dma_init(staged_guest, kernel_version: str, policy: str, domain_type: str) -> None:
     """6.7 virtio-iommu lacks deferred flush, so its lazy DMA-FQ domains become DMA; 6.12 keeps DMA-FQ."""
-    sim, _, kernel, core, _ = boot(guest_kernel=kernel_version, iommu_policy=policy)
-    bind(sim, kernel, 0x20, "nvme")
-    assert core.domain_of(kernel.devices[0x20]).type == domain_type  # type: ignore[union-attr]
+    g = staged_guest("viommu", guest_kernel=kernel_version, iommu_policy=policy)
+    g.dma_configure(0x20, "nvme")
+    assert g.core.domain_of(g.kernel.devices[0x20]).type == domain_type  # type: ignore[union-attr]
 
 
-def test_the_virtio_iommu_itself_and_a_machine_without_viommu_keep_direct_dma() -> None:
+def test_the_virtio_iommu_itself_and_a_machine_without_viommu_keep_direct_dma(staged_guest) -> None:
     """VIOT: "we're not translating ourself"; without a vIOMMU there is no VIOT and no IOMMU at all."""
-    sim, sink, kernel, _, _ = boot(probe=False)
-    assert bind(sim, kernel, 0x18, "virtio-pci") == 0
-    assert isinstance(kernel.devices[0x18].dma, DirectDma) and kernel.devices[0x18].iommu_group is None
-    sim, _, kernel, core, drv = boot(viommu="none")
-    assert drv is None and not core.registered
-    nvme = next(bdf for bdf, d in kernel.devices.items() if d.info.class_code == 0x010802)  # 00:03.0 here
-    assert bind(sim, kernel, nvme, "nvme") == 0
-    assert isinstance(kernel.devices[nvme].dma, DirectDma)
+    g = staged_guest("iommu")
+    assert g.dma_configure(0x18, "virtio-pci") == 0
+    assert isinstance(g.kernel.devices[0x18].dma, DirectDma) and g.kernel.devices[0x18].iommu_group is None
+    g = staged_guest("viommu", viommu="none")
+    assert g.viommu_driver is None and not g.core.registered
+    nvme = next(bdf for bdf, d in g.kernel.devices.items() if d.info.class_code == 0x010802)  # 00:03.0 here
+    assert g.dma_configure(nvme, "nvme") == 0
+    assert isinstance(g.kernel.devices[nvme].dma, DirectDma)
 
 
-def test_host_bridge_windows_follow_qemu_q35_crs() -> None:
+def test_host_bridge_windows_follow_qemu_q35_crs(staged_guest) -> None:
     """VGA window, low RAM end..0xFEBFFFFF minus MMCONFIG, and the 64-bit hole around the firmware's BARs."""
-    _, _, kernel, core, _ = boot(probe=False)
-    assert core.host_bridge_windows() == kernel.host_bridge_windows == [
+    g = staged_guest("iommu")
+    assert g.core.host_bridge_windows() == g.kernel.host_bridge_windows == [
         (0xA0000, 0xBFFFF), (0x8000_0000, 0xAFFF_FFFF), (0xC000_0000, 0xFEBF_FFFF),
         (0x3800_0000_0000, 0x3807_FFFF_FFFF),
     ]
-    sim = Simulator()
-    machine = build_machine(MachineConfig(memory="2560M"), sim)
+    machine = staged_guest("machine", memory="2560M").machine
     infos = enumerate_bus(machine.bus, machine.memory)
     assert q35_host_bridge_windows(machine.memory, infos) == [
         (0xA0000, 0xBFFFF), (0xA000_0000, 0xAFFF_FFFF), (0xC000_0000, 0xFEBF_FFFF),
@@ -129,30 +125,33 @@ def test_iommu_pgsize_picks_the_chunk_of_the_next_map_pages(iova: int, paddr: in
     assert iommu_pgsize(MASK_4K_2M_1G, iova, paddr, size) == chunk
 
 
-def test_iommu_map_and_unmap_send_one_request_per_chunk() -> None:
+def test_iommu_map_and_unmap_send_one_request_per_chunk(staged_guest) -> None:
     """A 4 MiB run at IOVA 1 MiB: MAPs of 1 MiB (4K pages), 2 MiB, 1 MiB; iommu_unmap walks the same
     chunks, each unmap_pages removing one mapping with one UNMAP."""
-    sim, sink, kernel, core, _ = boot()
-    bind(sim, kernel, 0x20, "nvme")
-    domain = core.domain_of(kernel.devices[0x20])
-    assert run(sim, core.map(0, domain, 0x10_0000, 0x1_4010_0000, 0x40_0000, IOMMU_READ | IOMMU_WRITE)) == 0
+    g = staged_guest("viommu")
+    g.dma_configure(0x20, "nvme")
+    core, sink = g.core, g.sink
+    domain = core.domain_of(g.kernel.devices[0x20])
+    assert g.run(core.map(0, domain, 0x10_0000, 0x1_4010_0000, 0x40_0000, IOMMU_READ | IOMMU_WRITE)) == 0
     assert [(f["virt_start"], f["virt_end"], f["phys_start"]) for _, f in device_events(sink, "virtio_iommu_map")] == [
         (0x10_0000, 0x1F_FFFF, 0x1_4010_0000), (0x20_0000, 0x3F_FFFF, 0x1_4020_0000),
         (0x40_0000, 0x4F_FFFF, 0x1_4040_0000)]
-    assert run(sim, core.unmap(0, domain, 0x10_0000, 0x40_0000)) == 0x40_0000
+    assert g.run(core.unmap(0, domain, 0x10_0000, 0x40_0000)) == 0x40_0000
     assert [(f["virt_start"], f["virt_end"]) for _, f in device_events(sink, "virtio_iommu_unmap")] == [
         (0x10_0000, 0x1F_FFFF), (0x20_0000, 0x3F_FFFF), (0x40_0000, 0x4F_FFFF)]
 
 
 @pytest.mark.parametrize(("kernel_version", "ret", "tree"), [("6.7", -22, 0), ("6.12", 0, 1)])
-def test_a_refused_map_fails_in_67_and_goes_unnoticed_in_612(kernel_version: str, ret: int, tree: int) -> None:
+def test_a_refused_map_fails_in_67_and_goes_unnoticed_in_612(staged_guest, kernel_version: str, ret: int,
+                                                             tree: int) -> None:
     """MAP over an existing mapping is INVAL: 6.7's synchronous MAP returns it (and rolls back); 6.12
     queues the MAP and never reads its status."""
-    sim, sink, kernel, core, _ = boot(guest_kernel=kernel_version)
-    bind(sim, kernel, 0x20, "nvme")
-    domain = core.domain_of(kernel.devices[0x20])
-    assert run(sim, core.map(0, domain, 0x1000, 0x1_5000_0000, 0x1000, IOMMU_READ)) == 0
-    assert run(sim, core.map(0, domain, 0x1000, 0x1_5000_1000, 0x1000, IOMMU_READ)) == ret
+    g = staged_guest("viommu", guest_kernel=kernel_version)
+    g.dma_configure(0x20, "nvme")
+    core, sink = g.core, g.sink
+    domain = core.domain_of(g.kernel.devices[0x20])
+    assert g.run(core.map(0, domain, 0x1000, 0x1_5000_0000, 0x1000, IOMMU_READ)) == 0
+    assert g.run(core.map(0, domain, 0x1000, 0x1_5000_1000, 0x1000, IOMMU_READ)) == ret
     assert len(domain.priv.mappings) == tree  # type: ignore[union-attr]
     statuses = [f["status"] for e, f in device_events(sink, "virtio_iommu_request_status") if f["type"] == 3]
     assert statuses == [0, 4]

@@ -1,0 +1,191 @@
+"""Staged guests: the guest's boot stopped after a chosen step, for tests that start part-way.
+
+``staged_guest(stage, **machine_options)`` builds the machine ``MachineConfig(**machine_options)``
+describes on a fresh ``Simulator`` (seed 0, one ``ListSink``) and takes it through the steps of
+``models.guest._boot`` up to ``stage``, each step run to completion before the next starts:
+
+==========  ==================================================================================
+stage       what has happened (in this order)
+==========  ==================================================================================
+machine     the q35 machine is built; nothing has run
+kernel      firmware BAR assignment and Linux's root-bus scan; a ``GuestKernel`` with one
+            ``GuestDevice`` per function (no IOMMU core yet: direct DMA only)
+iommu       ``IommuCore`` installed and ``iommu_subsys_init`` run (its two printk lines); no
+            IOMMU driver registered
+viommu      the virtio-iommu driver probed on CPU 0 (DRIVER_OK, ``iommu_device_register``);
+            skipped, leaving ``viommu_driver`` None, on a machine without a virtio-iommu
+nvme-dma    the NVMe function's ``dma_configure`` (driver "nvme", IOMMU probe: group, domain,
+            ATTACH) on the async-probe CPU, and its 64-bit DMA masks, as ``nvme_probe`` sets first
+nvme        ``nvme_probe`` on the async-probe CPU, successful
+==========  ==================================================================================
+
+The real boot scans the bus after ``iommu_subsys_init``; here the scan belongs to the kernel stage
+(neither step reads what the other writes), so a guest can stop with its devices and no IOMMU core.
+A step that fails raises ``StageError``.  ``advance(stage)`` goes on from a guest's stage.
+
+``run_task(sim, coro)`` spawns one coroutine, runs the simulation until that task is done and
+returns its result (or re-raises its exception).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import attrs
+
+from models import Machine, MachineConfig, build_machine
+from models.guest import (
+    GuestDevice,
+    GuestKernel,
+    IommuCore,
+    NvmeDriver,
+    ViommuDriver,
+    enumerate_bus,
+)
+
+# not among models.guest's public names (yet)
+from models.guest._viommu_driver import viommu_pci_info
+from sim import ListSink, Simulator
+
+T = TypeVar("T")
+
+#: the stages in boot order
+STAGES = ("machine", "kernel", "iommu", "viommu", "nvme-dma", "nvme")
+#: PCI class code of an NVM Express controller
+NVME_CLASS = 0x010802
+
+
+class StageError(RuntimeError):
+    """A boot step did not succeed, so the guest cannot be put at the stage asked for."""
+
+
+def run_task(sim: Simulator, coro: Coroutine[Any, Any, T], name: str | None = None) -> T:
+    """Spawn ``coro`` (named ``name``, by default its qualified name), run ``sim`` until the task is
+    done, and return its result; an exception the task ended with is re-raised as it is."""
+    task = sim.spawn(coro, name=name)
+    sim.run_sync(until=task)
+    return task.result()
+
+
+@attrs.frozen(eq=False)
+class StagedGuest:
+    """A guest whose boot stopped after ``stage``; what a later stage creates is None before it."""
+
+    stage: str
+    sim: Simulator
+    #: every trace record of the run, from the machine's construction on
+    sink: ListSink
+    machine: Machine
+    kernel: GuestKernel | None = None
+    core: IommuCore | None = None
+    #: the probed virtio-iommu driver (None before "viommu", or without a virtio-iommu)
+    viommu_driver: ViommuDriver | None = None
+    nvme_driver: NvmeDriver | None = None
+
+    @property
+    def nvme(self) -> GuestDevice:
+        """The NVMe function's ``GuestDevice`` (from the kernel stage on)."""
+        dev = next((d for d in self._kernel().devices.values() if d.info.class_code == NVME_CLASS), None)
+        if dev is None:
+            raise StageError("this machine has no NVMe function")
+        return dev
+
+    @property
+    def probe_cpu(self) -> int:
+        """The CPU async probes run on (the boot's async worker: CPU 1, or 0 on one vCPU)."""
+        return 1 % self.machine.config.smp
+
+    def run(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> T:
+        """``run_task`` on this guest's simulator."""
+        return run_task(self.sim, coro, name)
+
+    def page(self) -> int:
+        """One free guest page (``alloc_pages(0)``)."""
+        return self._kernel().mm.alloc_pages(0)
+
+    def dma_configure(self, bdf: int, driver: str, cpu: int = 0) -> int:
+        """``really_probe``'s ``dma_configure`` of function ``bdf`` for ``driver`` on ``cpu``: the
+        IOMMU probe (0, or a negative errno such as -EPROBE_DEFER)."""
+        kernel = self._kernel()
+        dev = kernel.devices[bdf]
+        dev.driver = driver
+        return self.run(kernel.iommu.probe_device(dev, cpu))
+
+    def _kernel(self) -> GuestKernel:
+        if self.kernel is None:
+            raise StageError("a guest at the machine stage has no guest kernel yet; stage it at 'kernel' or later")
+        return self.kernel
+
+    def advance(self, stage: str) -> StagedGuest:
+        """This guest taken on from its stage to the later ``stage``: the same simulator, machine and
+        kernel, so ``self`` describes an earlier stage than they are at and is best not used again."""
+        have, want = _index(self.stage), _index(stage)
+        if want <= have:
+            raise ValueError(f"cannot advance a guest at stage {self.stage!r} to {stage!r}: "
+                             f"stages only go forward ({' -> '.join(STAGES)})")
+        guest = self
+        for step in STAGES[have + 1:want + 1]:
+            guest = _STEPS[step](guest)
+        return guest
+
+
+def staged_guest(stage: str, **machine_options: Any) -> StagedGuest:
+    """A fresh machine built from ``MachineConfig(**machine_options)``, its guest booted up to and
+    including ``stage`` (one of ``STAGES``)."""
+    _index(stage)
+    sink = ListSink()
+    sim = Simulator(sinks=[sink])
+    guest = StagedGuest("machine", sim, sink, build_machine(MachineConfig(**machine_options), sim))
+    return guest if stage == "machine" else guest.advance(stage)
+
+
+def _index(stage: str) -> int:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
+    return STAGES.index(stage)
+
+
+# -- the steps, each from the stage before ----------------------------------------------------------------------
+
+
+def _to_kernel(g: StagedGuest) -> StagedGuest:
+    infos = enumerate_bus(g.machine.bus, g.machine.memory)
+    kernel = GuestKernel(g.machine)
+    kernel.devices = {info.bdf: GuestDevice(info) for info in infos}
+    return attrs.evolve(g, stage="kernel", kernel=kernel)
+
+
+def _to_iommu(g: StagedGuest) -> StagedGuest:
+    core = IommuCore(g._kernel())
+    core.subsys_init()
+    return attrs.evolve(g, stage="iommu", core=core)
+
+
+def _to_viommu(g: StagedGuest) -> StagedGuest:
+    kernel = g._kernel()
+    info = viommu_pci_info(kernel.devices.values())
+    if info is None:
+        return attrs.evolve(g, stage="viommu")
+    driver = ViommuDriver(kernel, info)
+    g.run(driver.probe(0))
+    return attrs.evolve(g, stage="viommu", viommu_driver=driver)
+
+
+def _to_nvme_dma(g: StagedGuest) -> StagedGuest:
+    ret = g.dma_configure(g.nvme.bdf, "nvme", g.probe_cpu)
+    if ret:
+        raise StageError(f"dma_configure of the NVMe function returned {ret}")
+    g.nvme.set_dma_mask(64)
+    return attrs.evolve(g, stage="nvme-dma")
+
+
+def _to_nvme(g: StagedGuest) -> StagedGuest:
+    driver = NvmeDriver(g._kernel(), g.nvme)
+    ret = g.run(driver.probe(g.probe_cpu))
+    if ret:
+        raise StageError(f"nvme_probe returned {ret}")
+    return attrs.evolve(g, stage="nvme", nvme_driver=driver)
+
+
+_STEPS = {"kernel": _to_kernel, "iommu": _to_iommu, "viommu": _to_viommu, "nvme-dma": _to_nvme_dma, "nvme": _to_nvme}
