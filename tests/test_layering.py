@@ -4,8 +4,10 @@ Layers, bottom up: ``sim`` (the kernel) ← ``models`` (the platform) ← ``mode
 (the Linux-like guest) ← ``testbench`` / ``viommu_sim`` (the CLI) ← ``benchmarks``,
 ``examples``.  Imports point down; above a package, only its public names are used
 (``sim``, ``models``, ``models.guest``, never a ``_private`` module); no module
-imports itself back through a cycle; no module is over 700 lines.  Every rule is a
-function over a tree of files, and each is shown to fail on a small bad tree.
+imports itself back through a cycle; no module is over 700 lines; each package's sorted
+``__all__`` is exactly what its ``__init__`` re-exports, and those names report the public
+package as their module.  Every rule is a function (over a tree of files, or over a package),
+and each is shown to fail on a small bad tree.
 """
 
 from __future__ import annotations
@@ -160,6 +162,29 @@ def long_modules(root: Path, tops: tuple[str, ...]) -> list[tuple[str, int]]:
     return out
 
 
+def export_problems(package: str) -> list[str]:
+    """What is wrong with ``package``'s public names: ``__all__`` must be sorted, list each name
+    once and be exactly the names its ``__init__`` re-exports (``from ._x import Name as Name``);
+    the classes and functions among them must report the package as their module."""
+    mod = importlib.import_module(package)
+    exported = list(mod.__all__)
+    problems = []
+    if exported != sorted(set(exported)):
+        problems.append("__all__ is not sorted or repeats a name")
+    tree = ast.parse(Path(str(mod.__file__)).read_text(encoding="utf-8"))
+    reexported = {a.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                  for a in node.names if a.asname == a.name}
+    problems += [f"{package}.{name} is re-exported but not in __all__" for name in sorted(reexported - set(exported))]
+    problems += [f"{package}.{name} is in __all__ but not re-exported" for name in sorted(set(exported) - reexported)]
+    for name in sorted(set(exported) & reexported):
+        obj = getattr(mod, name)
+        if isinstance(obj, type) or callable(obj):
+            home = getattr(obj, "__module__", package)
+            if home.startswith(package + "._"):
+                problems.append(f"{package}.{name} reports module {home!r}")
+    return problems
+
+
 # -- the project obeys them ----------------------------------------------------------------------
 def test_imports_point_down_the_layers():
     assert upward_imports(ROOT) == []
@@ -185,20 +210,7 @@ def test_no_module_is_longer_than_700_lines():
 def test_each_public_name_is_exported_once_and_reports_its_public_module(package):
     """``__all__`` lists every name the package imports for re-export, once; classes and
     functions defined in its private modules say they belong to the package."""
-    mod = importlib.import_module(package)
-    exported = list(mod.__all__)
-    assert len(exported) == len(set(exported))
-    init = Path(mod.__file__)
-    tree = ast.parse(init.read_text(encoding="utf-8"))
-    reexported = {a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom)
-                  for a in node.names if a.asname == a.name}
-    assert set(exported) == reexported
-    for name in exported:
-        obj = getattr(mod, name)
-        if isinstance(obj, type) or callable(obj):
-            home = getattr(obj, "__module__", package)
-            if home.startswith(package + "._"):
-                pytest.fail(f"{package}.{name} reports module {home!r}")
+    assert export_problems(package) == []
 
 
 # -- and each rule can fail ------------------------------------------------------------------------
@@ -210,7 +222,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-def test_the_rules_catch_a_bad_tree(tmp_path):
+def test_the_rules_catch_a_bad_tree(tmp_path, monkeypatch):
     root = _tree(tmp_path, {
         "sim/__init__.py": "",
         "sim/_kernel.py": "import models\n",
@@ -234,3 +246,19 @@ def test_the_rules_catch_a_bad_tree(tmp_path):
     assert import_cycles(root, PACKAGES) == [["models._dev", "models.guest._drv", "models._dev"],
                                              ["viommu_sim._cmd", "viommu_sim.cli", "viommu_sim._cmd"]]
     assert long_modules(root, PACKAGES) == [("testbench/__init__.py", MAX_LINES + 1)]
+
+    # a package whose __all__ repeats a name, lists one it does not re-export and misses one it
+    # does, and whose class and function still report their private module
+    bad = _tree(tmp_path / "bad", {
+        "badpkg/__init__.py": "from ._a import Thing as Thing, helper as helper, other as other\n"
+                              "__all__ = ['helper', 'Thing', 'Thing', 'ghost']\n",
+        "badpkg/_a.py": "class Thing: pass\ndef helper(): pass\ndef other(): pass\n",
+    })
+    monkeypatch.syspath_prepend(str(bad))
+    assert export_problems("badpkg") == [
+        "__all__ is not sorted or repeats a name",
+        "badpkg.other is re-exported but not in __all__",
+        "badpkg.ghost is in __all__ but not re-exported",
+        "badpkg.Thing reports module 'badpkg._a'",
+        "badpkg.helper reports module 'badpkg._a'",
+    ]
