@@ -6,31 +6,26 @@ from typing import Any
 
 import pytest
 
-from models import CostModel, MachineConfig
+from models import CostModel
 from models._interrupts import msi_address
-from models._machine import Machine, build_machine
 from models._nvme_wire import (
     ADMIN_CREATE_CQ, ADMIN_CREATE_SQ, ADMIN_DBBUF_CONFIG, ADMIN_GET_LOG_PAGE, ADMIN_IDENTIFY, ADMIN_SECURITY_RECV,
     ADMIN_SET_FEATURES, IO_READ, IO_WRITE,
 )
 from models._nvme_data import IdentifyController, PowerState
 from models._pci_config import PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
-from models.guest._device import GuestDevice
 from models.guest._dma_iommu import DMA_FROM_DEVICE, DMA_TO_DEVICE, DirectDma
-from models.guest._iommu_core import IommuCore
+from models.guest import GuestKernel
 from models.guest import _nvme_prp as nvme_driver
-from models.guest._kernel import GuestKernel
 from models.guest._nvme_core import apst_table, shutdown_timeout, status_str
 from models.guest._nvme_io import dbbuf_need_event
 from models.guest._nvme_pci import NvmeDriver, calc_irq_sets, group_cpus_evenly
 from models.guest._nvme_prp import prp_list_chunks
-from models.guest._pci_scan import enumerate_bus
-from models.guest._viommu_driver import ViommuDriver
-from sim import ListSink, Simulator, seconds
+from sim import ListSink, seconds
+from staging import StagedGuest, staged_guest
 
 FROM, TO = DMA_FROM_DEVICE, DMA_TO_DEVICE
 PROBE_CPU = 1  # the boot's async-probe worker
-SINKS: dict[Simulator, ListSink] = {}
 
 
 class RecordingDma:
@@ -65,42 +60,26 @@ class RecordingDma:
         await self.inner.free_coherent(cpu, size, iova, pages)
 
 
-def _platform(nvme: str = "vfio", smp: int = 4, **cost: int) -> tuple[Simulator, Machine, GuestKernel, GuestDevice]:
-    """Machine, firmware + Linux enumeration, a guest kernel, and the NVMe function with recorded direct DMA."""
-    sink = ListSink()
-    sim = Simulator(seed=0, sinks=[sink])
-    SINKS[sim] = sink
-    config = MachineConfig(smp=smp, nvme=nvme, cost=CostModel().evolve(**cost))
-    machine = build_machine(config, sim)
-    kernel = GuestKernel(machine)
-    for info in enumerate_bus(machine.bus, machine.memory):
-        kernel.devices[info.bdf] = GuestDevice(info)
-    dev = next(d for d in kernel.devices.values() if d.info.class_code == 0x010802)
-    dev.driver = "nvme"
-    dev.dma = RecordingDma(DirectDma(kernel, dev))
-    return sim, machine, kernel, dev
+def _platform(nvme: str = "vfio", smp: int = 4, **cost: int) -> StagedGuest:
+    """The guest at its kernel stage (devices enumerated, no IOMMU core), the NVMe function bound to
+    "nvme" with recorded direct DMA."""
+    g = staged_guest("kernel", smp=smp, nvme=nvme, cost=CostModel().evolve(**cost))
+    g.nvme.driver = "nvme"
+    g.nvme.dma = RecordingDma(DirectDma(g.kernel, g.nvme))
+    return g
 
 
-def _probe(sim: Simulator, kernel: GuestKernel, dev: GuestDevice) -> tuple[NvmeDriver, int]:
-    drv = NvmeDriver(kernel, dev)
-    task = sim.spawn(drv.probe(PROBE_CPU))
-    sim.run_sync(until=task)
-    return drv, task.result()
-
-
-def _run(sim: Simulator, coro: Any) -> Any:
-    task = sim.spawn(coro)
-    sim.run_sync(until=task)
-    return task.result()
+def _probe(g: StagedGuest) -> tuple[NvmeDriver, int]:
+    drv = NvmeDriver(g.kernel, g.nvme)
+    return drv, g.run(drv.probe(PROBE_CPU))
 
 
 def _texts(kernel: GuestKernel) -> list[str]:
     return [r.text for r in kernel.printk.records]
 
 
-def _sync_cmds(sim: Simulator) -> list[tuple[int, int, int]]:
+def _sync_cmds(sink: ListSink) -> list[tuple[int, int, int]]:
     """(opcode, CDW10, status) of every synchronous admin command, in completion order."""
-    sink = SINKS[sim]
     return [(r.fields["opcode"], r.fields["cdw10"], r.fields["status"]) for r in sink.records
             if r.event == "nvme_submit_sync_cmd"]
 
@@ -131,10 +110,10 @@ def _read_page() -> list[tuple[Any, ...]]:
 ])
 def test_probe_prints_the_seed_lines_from_the_controller_identity(nvme: str, smp: int, lines: list[str]) -> None:
     """PM173X RTD3E 10 s gives the Shutdown line, QEMU's RTD3E 0 none; the queue count follows -smp."""
-    sim, _, kernel, dev = _platform(nvme, smp)
-    drv, ret = _probe(sim, kernel, dev)
+    g = _platform(nvme, smp)
+    drv, ret = _probe(g)
     assert (ret, drv.state, drv.error) == (0, "LIVE", 0)
-    assert _texts(kernel) == lines
+    assert _texts(g.kernel) == lines
 
 
 # -- DMA operations, in order, with their CPUs -------------------------------------------------------------
@@ -142,8 +121,8 @@ def test_probe_prints_the_seed_lines_from_the_controller_identity(nvme: str, smp
 
 def test_probe_dma_operations_of_the_pm173x_in_linux_order() -> None:
     """Admin CQ/SQ, Identify, effects log, timestamp, OPAL, SMART, 4 queue pairs, scan, 3 partition pages."""
-    sim, _, kernel, dev = _platform("vfio", 4)
-    _probe(sim, kernel, dev)
+    g = _platform("vfio", 4)
+    _probe(g)
     expected = [_alloc(512), _alloc(2048)]
     expected += _admin(FROM, 4096)  # Identify Controller
     expected += _admin(FROM, 4096)  # Commands Supported and Effects (LPA bit 1)
@@ -153,13 +132,13 @@ def test_probe_dma_operations_of_the_pm173x_in_linux_order() -> None:
     expected += [_alloc(16384), _alloc(65536)] * 4  # CQ then SQ of qid 1..4, q_depth 1024
     expected += _admin(FROM, 4096) * 5  # CNS 06h, 02h, 03h, 00h, 00h
     expected += _read_page() * 3  # LBA 0, 8, 0x18
-    assert dev.dma.ops == expected
+    assert g.nvme.dma.ops == expected
 
 
 def test_probe_dma_operations_of_qemus_nvme_in_linux_order() -> None:
     """Host behaviour (CTRATT.ELBAS), DBBUF pages (OACS bit 8) and Identify CNS 05h join; no OPAL."""
-    sim, _, kernel, dev = _platform("emulated", 4)
-    _probe(sim, kernel, dev)
+    g = _platform("emulated", 4)
+    _probe(g)
     expected = [_alloc(512), _alloc(2048)]
     expected += _admin(FROM, 4096) + _admin(FROM, 4096)  # Identify, effects log
     expected += _admin(TO, 8) + _admin(TO, 512)  # timestamp, host behaviour
@@ -168,17 +147,17 @@ def test_probe_dma_operations_of_qemus_nvme_in_linux_order() -> None:
     expected += [_alloc(16384), _alloc(65536)] * 4
     expected += _admin(FROM, 4096) * 6  # CNS 06h, 02h, 03h, 00h, 00h, 05h
     expected += _read_page() * 3
-    assert dev.dma.ops == expected
+    assert g.nvme.dma.ops == expected
 
 
 def test_probe_admin_commands_match_the_reference_boot_order() -> None:
     """QEMU NVMe: the command/CDW10 sequence of refboot §5.4, DBBUF config after the queues, AEN last."""
-    sim, _, kernel, dev = _platform("emulated", 4)
-    _probe(sim, kernel, dev)
+    g = _platform("emulated", 4)
+    _probe(g)
     creates = []
     for qid in range(1, 5):
         creates += [(ADMIN_CREATE_CQ, 0x03FF0000 | qid, 0), (ADMIN_CREATE_SQ, 0x03FF0000 | qid, 0)]
-    assert _sync_cmds(sim) == [
+    assert _sync_cmds(g.sink) == [
         (ADMIN_IDENTIFY, 1, 0), (ADMIN_GET_LOG_PAGE, 0x03FF0005, 0), (ADMIN_SET_FEATURES, 0x0E, 0),
         (ADMIN_SET_FEATURES, 0x16, 0), (ADMIN_GET_LOG_PAGE, 0x007F0002, 0), (ADMIN_SET_FEATURES, 0x07, 0),
         *creates, (ADMIN_DBBUF_CONFIG, 0, 0), (ADMIN_SET_FEATURES, 0x0B, 0),
@@ -189,12 +168,12 @@ def test_probe_admin_commands_match_the_reference_boot_order() -> None:
 
 def test_probe_on_the_pm173x_survives_its_quiet_failures() -> None:
     """OPAL discovery and Identify CNS 06h fail with Invalid Field | DNR; nothing is logged, the probe goes on."""
-    sim, _, kernel, dev = _platform("vfio", 4)
-    drv, _ = _probe(sim, kernel, dev)
-    cmds = _sync_cmds(sim)
+    g = _platform("vfio", 4)
+    drv, _ = _probe(g)
+    cmds = _sync_cmds(g.sink)
     assert (ADMIN_SECURITY_RECV, 0x01000100, 0x4002) in cmds
     assert (ADMIN_IDENTIFY, 6, 0x4002) in cmds
-    assert drv.skip_cns_cs and len(_texts(kernel)) == 3
+    assert drv.skip_cns_cs and len(_texts(g.kernel)) == 3
 
 
 # -- interrupts ---------------------------------------------------------------------------------------------
@@ -202,9 +181,9 @@ def test_probe_on_the_pm173x_survives_its_quiet_failures() -> None:
 
 def test_probe_programs_msix_admin_on_cpu0_and_io_vectors_spread_over_the_cpus() -> None:
     """Entries 0..4 unmasked (admin -> CPU 0, queue q -> CPU q-1), the rest masked; INTx off, bus master on."""
-    sim, machine, kernel, dev = _platform("vfio", 4)
-    _probe(sim, kernel, dev)
-    fn = machine.function(dev.bdf)
+    g = _platform("vfio", 4)
+    _probe(g)
+    fn = g.machine.function(g.nvme.bdf)
     assert fn.msix_enabled
     entries = [fn.msix_entry(i) for i in range(6)]
     assert [e.masked for e in entries] == [False] * 5 + [True]
@@ -219,54 +198,54 @@ def test_probe_programs_msix_admin_on_cpu0_and_io_vectors_spread_over_the_cpus()
 
 def test_partition_scan_reads_the_namespace_data_into_the_page_cache() -> None:
     """The pages at LBA 0, 8 and 0x18 hold what the namespace stores there."""
-    sim, machine, kernel, dev = _platform("vfio", 4)
-    assert machine.nvme is not None
-    ns = machine.nvme.namespaces[1]
+    g = _platform("vfio", 4)
+    assert g.machine.nvme is not None
+    ns = g.machine.nvme.namespaces[1]
     for lba in (0, 8, 24):
         ns.write(lba, bytes([lba + 1]) * 4096)
-    drv, _ = _probe(sim, kernel, dev)
+    drv, _ = _probe(g)
     assert sorted(drv.page_cache) == [(1, 0), (1, 8), (1, 24)]
     for (_, lba), page in drv.page_cache.items():
-        assert machine.memory.read(page, 4096) == bytes([lba + 1]) * 4096
+        assert g.machine.memory.read(page, 4096) == bytes([lba + 1]) * 4096
 
 
 def test_submit_io_round_trips_data_on_the_cpus_queue() -> None:
     """A 16 KiB write then read from CPU 3 (SGL simple): data back, mapped and unmapped on CPU 3."""
-    sim, machine, kernel, dev = _platform("emulated", 4)
-    drv, _ = _probe(sim, kernel, dev)
-    src, dst = kernel.mm.alloc_pages(2), kernel.mm.alloc_pages(2)
+    g = _platform("emulated", 4)
+    drv, _ = _probe(g)
+    src, dst = g.kernel.mm.alloc_pages(2), g.kernel.mm.alloc_pages(2)
     data = bytes(range(256)) * 64
-    machine.memory.write(src, data)
-    before = len(dev.dma.ops)
-    assert _run(sim, drv.submit_io(3, IO_WRITE, 1, 1000, 32, src)) == 0
-    assert _run(sim, drv.submit_io(3, IO_READ, 1, 1000, 32, dst)) == 0
-    assert machine.memory.read(dst, len(data)) == data
-    assert dev.dma.ops[before:] == [("map", TO, 16384, 3), ("unmap", TO, 16384, 3),
-                                    ("map", FROM, 16384, 3), ("unmap", FROM, 16384, 3)]
+    g.machine.memory.write(src, data)
+    before = len(g.nvme.dma.ops)
+    assert g.run(drv.submit_io(3, IO_WRITE, 1, 1000, 32, src)) == 0
+    assert g.run(drv.submit_io(3, IO_READ, 1, 1000, 32, dst)) == 0
+    assert g.machine.memory.read(dst, len(data)) == data
+    assert g.nvme.dma.ops[before:] == [("map", TO, 16384, 3), ("unmap", TO, 16384, 3),
+                                      ("map", FROM, 16384, 3), ("unmap", FROM, 16384, 3)]
 
 
 def test_submit_io_without_sgls_builds_a_prp_list_from_the_dma_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """nvme.sgl_threshold=0: a 16 KiB buffer is one mapped segment plus a "prp list 256" block (a coherent page)."""
     monkeypatch.setattr(nvme_driver, "SGL_THRESHOLD", 0)
-    sim, machine, kernel, dev = _platform("vfio", 4)
-    drv, _ = _probe(sim, kernel, dev)
-    src, dst = kernel.mm.alloc_pages(2), kernel.mm.alloc_pages(2)
+    g = _platform("vfio", 4)
+    drv, _ = _probe(g)
+    src, dst = g.kernel.mm.alloc_pages(2), g.kernel.mm.alloc_pages(2)
     data = bytes(range(251)) * 65 + bytes(1)
-    machine.memory.write(src, data)
-    before = len(dev.dma.ops)
-    assert _run(sim, drv.submit_io(2, IO_WRITE, 1, 64, 32, src)) == 0
-    assert _run(sim, drv.submit_io(2, IO_READ, 1, 64, 32, dst)) == 0
-    assert machine.memory.read(dst, len(data)) == data
-    assert dev.dma.ops[before:] == [("map_sg", TO, 16384, 2), ("alloc", 4096, 2), ("unmap_sg", TO, 16384, 2),
-                                    ("map_sg", FROM, 16384, 2), ("unmap_sg", FROM, 16384, 2)]
+    g.machine.memory.write(src, data)
+    before = len(g.nvme.dma.ops)
+    assert g.run(drv.submit_io(2, IO_WRITE, 1, 64, 32, src)) == 0
+    assert g.run(drv.submit_io(2, IO_READ, 1, 64, 32, dst)) == 0
+    assert g.machine.memory.read(dst, len(data)) == data
+    assert g.nvme.dma.ops[before:] == [("map_sg", TO, 16384, 2), ("alloc", 4096, 2), ("unmap_sg", TO, 16384, 2),
+                                      ("map_sg", FROM, 16384, 2), ("unmap_sg", FROM, 16384, 2)]
 
 
 def test_submit_io_refuses_a_request_beyond_the_namespace() -> None:
     """A read past the namespace end is refused by the driver before it reaches the controller."""
-    sim, _, kernel, dev = _platform("vfio", 4)
-    drv, _ = _probe(sim, kernel, dev)
+    g = _platform("vfio", 4)
+    drv, _ = _probe(g)
     with pytest.raises(ValueError, match="do not fit nvme0n1"):
-        _run(sim, drv.submit_io(0, IO_READ, 1, drv.namespaces[1].nsze, 1, kernel.mm.alloc_pages(0)))
+        g.run(drv.submit_io(0, IO_READ, 1, drv.namespaces[1].nsze, 1, g.kernel.mm.alloc_pages(0)))
 
 
 # -- failures -----------------------------------------------------------------------------------------------
@@ -274,27 +253,27 @@ def test_submit_io_refuses_a_request_beyond_the_namespace() -> None:
 
 def test_probe_of_a_controller_that_never_becomes_ready_fails_like_linux() -> None:
     """CSTS.RDY stays 0 past (CAP.TO + 1) / 2 s: the Linux message, -ENODEV, MSI-X and bus mastering off."""
-    sim, machine, kernel, dev = _platform("vfio", 4, nvme_enable_ps=seconds(100))
-    drv, ret = _probe(sim, kernel, dev)
+    g = _platform("vfio", 4, nvme_enable_ps=seconds(100))
+    drv, ret = _probe(g)
     assert (ret, drv.error) == (-19, -19)
-    assert _texts(kernel) == ["nvme nvme0: pci function 0000:00:04.0",
-                              "nvme nvme0: Device not ready; aborting initialisation, CSTS=0x0"]
-    assert 30 * 10**12 < sim.now < 31 * 10**12  # PM173X CAP.TO = 0x3c: 30 s
-    fn = machine.function(dev.bdf)
+    assert _texts(g.kernel) == ["nvme nvme0: pci function 0000:00:04.0",
+                                "nvme nvme0: Device not ready; aborting initialisation, CSTS=0x0"]
+    assert 30 * 10**12 < g.sim.now < 31 * 10**12  # PM173X CAP.TO = 0x3c: 30 s
+    fn = g.machine.function(g.nvme.bdf)
     assert not fn.msix_enabled and not fn.bus_master
 
 
 def test_probe_whose_identify_times_out_disables_the_controller() -> None:
     """No completion within admin_timeout (60 s): nvme_timeout's line, Identify fails with -EINTR, probe -EIO."""
-    sim, machine, kernel, dev = _platform("vfio", 4, nvme_cmd_service_ps=seconds(100))
-    drv, ret = _probe(sim, kernel, dev)
+    g = _platform("vfio", 4, nvme_cmd_service_ps=seconds(100))
+    drv, ret = _probe(g)
     assert ret == -5
-    assert _texts(kernel) == ["nvme nvme0: pci function 0000:00:04.0",
-                              "nvme nvme0: I/O tag 0 (0000) QID 0 timeout, disable controller",
-                              "nvme nvme0: Identify Controller failed (-4)"]
-    assert dev.dma.ops[-3:] == [("unmap", FROM, 4096, PROBE_CPU), ("free", 2048, PROBE_CPU),
-                                ("free", 512, PROBE_CPU)]
-    assert not machine.function(dev.bdf).bus_master
+    assert _texts(g.kernel) == ["nvme nvme0: pci function 0000:00:04.0",
+                                "nvme nvme0: I/O tag 0 (0000) QID 0 timeout, disable controller",
+                                "nvme nvme0: Identify Controller failed (-4)"]
+    assert g.nvme.dma.ops[-3:] == [("unmap", FROM, 4096, PROBE_CPU), ("free", 2048, PROBE_CPU),
+                                  ("free", 512, PROBE_CPU)]
+    assert not g.machine.function(g.nvme.bdf).bus_master
 
 
 # -- the real dma-iommu ---------------------------------------------------------------------------------------
@@ -302,25 +281,10 @@ def test_probe_whose_identify_times_out_disables_the_controller() -> None:
 
 def test_probe_through_the_virtio_iommu_maps_the_seeds_iova_for_the_first_partition_read() -> None:
     """Strict 6.7 domain, vfio, -smp 4: the NVMe MAP/UNMAP sequence of linux-guest.md §4.5, 0xFFF7A000 included."""
-    sink = ListSink()
-    sim = Simulator(seed=0, sinks=[sink])
-    machine = build_machine(MachineConfig(iommu_policy="strict"), sim)
-    kernel = GuestKernel(machine)
-    for info in enumerate_bus(machine.bus, machine.memory):
-        kernel.devices[info.bdf] = GuestDevice(info)
-
-    async def bring_up() -> int:
-        core = IommuCore(kernel)
-        viommu = next(d for d in kernel.devices.values() if d.info.vendor_id == 0x1AF4)
-        await ViommuDriver(kernel, viommu.info).probe(0)
-        dev = next(d for d in kernel.devices.values() if d.info.class_code == 0x010802)
-        dev.driver = "nvme"
-        assert await core.probe_device(dev, PROBE_CPU) == 0
-        return await NvmeDriver(kernel, dev).probe(PROBE_CPU)
-
-    assert _run(sim, bring_up()) == 0
+    g = staged_guest("nvme", iommu_policy="strict")  # virtio-iommu probed, then dma_configure + nvme_probe on CPU 1
+    assert g.probe_cpu == PROBE_CPU and g.nvme_driver is not None and g.nvme_driver.error == 0
     seq = []
-    for r in sink.records:
+    for r in g.sink.records:
         if r.event == "virtio_iommu_map":
             pages = (r.fields["virt_end"] + 1 - r.fields["virt_start"]) >> 12
             seq.append(f"M{r.fields['virt_start'] >> 12:x}" + (f"+{pages:x}" if pages > 1 else "")
