@@ -25,6 +25,10 @@ A step that fails raises ``StageError``.  ``advance(stage)`` goes on from a gues
 
 ``run_task(sim, coro)`` spawns one coroutine, runs the simulation until that task is done and
 returns its result (or re-raises its exception).
+
+Beside the Linux boot: ``raw_machine(sim, ...)`` is a machine whose virtio-iommu the raw driver
+(``RawViommuDriver``, no guest kernel) has probed, and ``raw_send`` sends it one request, for tests
+that drive the device request by request (from a ``testbench.test``).
 """
 
 from __future__ import annotations
@@ -40,11 +44,16 @@ from models.guest import (
     GuestKernel,
     IommuCore,
     NvmeDriver,
+    ReplayRequest,
     ViommuDriver,
+    encode_request,
     enumerate_bus,
+    raw_viommu_platform,
+    writable_size,
 )
 
 # not among models.guest's public names (yet)
+from models.guest._raw_viommu import LINUX_FEATURES, RawCompletion, RawViommuDriver
 from models.guest._viommu_driver import viommu_pci_info
 from sim import ListSink, Simulator
 
@@ -144,6 +153,20 @@ def _index(stage: str) -> int:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {', '.join(STAGES)}")
     return STAGES.index(stage)
+
+
+async def raw_machine(sim: Simulator, features: int = LINUX_FEATURES,
+                      **machine_options: Any) -> tuple[Machine, RawViommuDriver]:
+    """The machine ``machine_options`` describe on ``sim`` (seeded from it), its virtio-iommu probed
+    by the raw driver offering ``features``."""
+    machine = build_machine(MachineConfig(seed=sim.seed % (1 << 64), **machine_options), sim)
+    return machine, await raw_viommu_platform(machine, features=features)
+
+
+async def raw_send(driver: RawViommuDriver, op: str, **fields: int) -> RawCompletion:
+    """One request ``op`` ("attach", "map", ...) with ``fields``, through the raw driver."""
+    req = ReplayRequest(op, **fields)
+    return await driver.submit(encode_request(req), writable_size(req))
 
 
 # -- the steps, each from the stage before ----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from staging import STAGES, StagedGuest, StageError, run_task
+from staging import STAGES, StagedGuest, StageError, raw_machine, raw_send, run_task
 
 from models._virtq_wire import CommonCfg, DeviceStatus
 from models.guest._dma_iommu import DirectDma, DmaApi
@@ -188,3 +188,19 @@ def test_a_failing_step_raises_stage_error(staged_guest) -> None:
 
     with pytest.raises(StageError, match="nvme_probe returned -"):
         staged_guest("nvme", cost=CostModel().evolve(nvme_enable_ps=seconds(100)))
+
+
+# -- the raw driver's machine ------------------------------------------------------------------------------------
+
+
+def test_raw_machine_is_seeded_from_the_simulator_and_its_virtio_iommu_answers_raw_send() -> None:
+    """raw_machine: the config seed is the simulator's; the raw driver's ATTACH creates domain 1 on the device."""
+    sim = Simulator(seed=3)
+
+    async def main() -> tuple[object, str]:
+        machine, driver = await raw_machine(sim, nvme="emulated")
+        return machine, (await raw_send(driver, "attach", domain=1, endpoint=NVME)).status_name
+
+    machine, status = run_task(sim, main())
+    assert (machine.config.seed, machine.config.nvme, status) == (3, "emulated", "OK")
+    assert list(machine.viommu.domains) == [1]

@@ -31,6 +31,7 @@ from models._nvme_wire import (
     SGL_TYPE_DATA_BLOCK, SGL_TYPE_LAST_SEGMENT, SUCCESS, CompletionEntry, SglDescriptor, SubmissionEntry,
 )
 from sim import Event, ListSink, Simulator, SimTimeoutError, ms, sleep, us, with_timeout
+from staging import run_task
 
 PAGE = 4096
 RW = DMA_READ | DMA_WRITE
@@ -379,9 +380,7 @@ def run(body: Callable[[NvmeHostDriver], Any], identity: str = "vfio", *, trace:
     sink = ListSink()
     sim = Simulator(seed=seed, sinks=[sink] if trace else [])
     drv = NvmeHostDriver(sim, identity, cost=cost, direct=direct)
-    task = sim.spawn(body(drv), name="test")
-    sim.run_sync(until=task)
-    return task.result(), drv, sink.records
+    return run_task(sim, body(drv), name="test"), drv, sink.records
 
 
 async def up(drv: NvmeHostDriver, queues: int = 2, depth: int = 16) -> NvmeHostDriver:

@@ -22,6 +22,7 @@ from models.guest._pci_scan import enumerate_bus
 from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
 from models.guest._raw_viommu import RawViommuDriver, raw_viommu_platform
 from sim import Lock, Simulator
+from staging import run_task
 from test_nvme_controller import PAGE, RW, NvmeHostDriver, up
 from test_nvme_random_io import WINDOW, workload
 
@@ -114,9 +115,7 @@ def run_on_machine(body: Any, nvme: str, seed: int = 0) -> tuple[Any, MachineNvm
         await drv.attach(info)
         return await body(drv)
 
-    task = sim.spawn(main(), name="test")
-    sim.run_sync(until=task)
-    return task.result(), box["drv"]
+    return run_task(sim, main(), name="test"), box["drv"]
 
 
 @pytest.mark.parametrize("nvme", ["emulated", "vfio"])

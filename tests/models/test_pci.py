@@ -8,6 +8,7 @@ from models._pci import PciBus, PciFunction, make_bdf
 from models._pci_config import PCI_COMMAND, PCI_STATUS, ROM_SLOT, BarKind, ConfigSpace, PciAccessError
 from models._pci_msi import MsixEntry
 from sim import ListSink, Simulator, ns, us
+from staging import run_task
 
 COST = CostModel()
 
@@ -41,12 +42,6 @@ def make_fn(bdf=make_bdf(0, 5, 0), **kw):
     kw.setdefault("device_id", 0x5678)
     kw.setdefault("class_code", 0x020000)
     return PciFunction(bdf, "dut", **kw)
-
-
-def run(sim, coro):
-    task = sim.spawn(coro)
-    sim.run_sync(task)
-    return task.result()
 
 
 # -- config space --------------------------------------------------------------------------------
@@ -507,7 +502,7 @@ def test_trapped_mmio_costs_a_vmexit_and_awaits_in_exit_work():
         await bus.config_read(0x28, 0, 4)
         log.append(("config returned", sim.now))
 
-    run(sim, vcpu())
+    run_task(sim, vcpu())
     t = COST.vmexit_mmio_ps + us(3)
     assert log == [("work done", t), ("write returned", t), ("read returned", t + COST.vmexit_mmio_ps),
                    ("config returned", t + COST.vmexit_mmio_ps + COST.config_access_ps)]
@@ -524,7 +519,7 @@ def test_passthrough_bar_costs_passthrough_except_msix_table():
         await bus.mmio_read(0xFEBD_4000 + 0x2000, 4)
         times.append(sim.now)
 
-    run(sim, vcpu())
+    run_task(sim, vcpu())
     r = COST.mmio_read_passthrough_ps
     assert times == [r, r + COST.vmexit_mmio_ps]
     assert COST.mmio_read_passthrough_ps == ns(500)

@@ -23,6 +23,7 @@ from models._virtq_wire import CommonCfg, DeviceStatus
 from models.guest._raw_requests import encode_request, writable_size
 from models.guest._virtqueue_driver import DriverQueue
 from reference_data import refboot
+from staging import run_task
 from sim import ListSink, Simulator
 from viommu_sim._replay_input import parse_replay
 
@@ -431,7 +432,7 @@ class Guest:
     def kick(self) -> None:
         work = self.t.notify_write(0, 2, 0)
         if work is not None:
-            self.sim.run_sync(until=self.sim.spawn(work, name="vcpu-exit"))
+            run_task(self.sim, work, name="vcpu-exit")
 
 
 def test_glue_answers_each_chain_in_ring_order_with_one_used_entry_each():

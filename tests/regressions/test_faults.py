@@ -15,11 +15,12 @@ from models._nvme_wire import IO_READ
 from models._viommu_wire import FAULT_F_ADDRESS, FAULT_R_MAPPING, FaultEvent
 from models._virtq_wire import ISR_QUEUE, VIRTIO_RING_F_EVENT_IDX
 from models.guest._boot import boot
-from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
-from models.guest._raw_viommu import LINUX_FEATURES, MAX_POLLS, RawCompletion, RawViommuDriver, raw_viommu_platform
+from models.guest._raw_requests import ReplayRequest, encode_request
+from models.guest._raw_viommu import LINUX_FEATURES, MAX_POLLS
 from models.guest._viommu_driver import SOFT_LOCKUP_PS
 from sim import Simulator
 from testbench import Monitor, ms, seconds, us
+from staging import raw_machine, raw_send, run_task
 
 BOOT = seconds(2)  # a boot takes about 1.2 s of simulated time
 from testbench._faults import (
@@ -37,17 +38,6 @@ PAGE = 4096
 NO_EVENT_IDX = LINUX_FEATURES & ~(1 << VIRTIO_RING_F_EVENT_IDX)
 
 
-async def raw_machine(sim: Simulator, features: int = LINUX_FEATURES, **config: Any) -> tuple[Any, RawViommuDriver]:
-    """The machine ``config`` describes on ``sim``, its virtio-iommu probed by the raw driver."""
-    machine = build_machine(MachineConfig(seed=sim.seed % (1 << 64), **config), sim)
-    return machine, await raw_viommu_platform(machine, features=features)
-
-
-async def send(driver: RawViommuDriver, op: str, **fields: int) -> RawCompletion:
-    req = ReplayRequest(op, **fields)
-    return await driver.submit(encode_request(req), writable_size(req))
-
-
 def map_req(domain: int, iova: int, paddr: int, pages: int = 1, flags: int = 3) -> dict[str, int]:
     return {"domain": domain, "virt_start": iova, "virt_end": iova + pages * PAGE - 1, "phys_start": paddr,
             "flags": flags}
@@ -60,9 +50,7 @@ def _boot_with(drop: bool) -> tuple[Simulator, Any, UsedIrqFault | None]:
     sim = Simulator(seed=5)
     machine = build_machine(MachineConfig(nvme="emulated", seed=5), sim)
     fault = UsedIrqFault(sim, machine.transport, mode="drop", queues=(0,)) if drop else None
-    task = sim.spawn(boot(machine), name="boot")
-    sim.run_sync(until=task)
-    return sim, task.result(), fault
+    return sim, run_task(sim, boot(machine), name="boot"), fault
 
 
 def test_dropped_request_queue_interrupts_leave_the_linux_boot_unchanged() -> None:
@@ -83,8 +71,8 @@ async def test_dropped_used_interrupts_hide_no_completion_from_a_polling_driver(
     assert driver.requestq is not None
     driver.requestq.enable_cb()
     with UsedIrqFault(sim, machine.transport, mode="drop") as fault:
-        done = [await send(driver, "attach", domain=1, endpoint=NVME)]
-        done += [await send(driver, "map", **map_req(1, i * PAGE, 0x100000 + i * PAGE)) for i in range(10)]
+        done = [await raw_send(driver, "attach", domain=1, endpoint=NVME)]
+        done += [await raw_send(driver, "map", **map_req(1, i * PAGE, 0x100000 + i * PAGE)) for i in range(10)]
     assert [d.status_name for d in done] == ["OK"] * 11
     assert fault.dropped == len(fault.raised) == 11 and fault.delivered == []
     assert machine.transport.isr & ISR_QUEUE  # the device did set the ISR bit; only the line stayed low
@@ -98,7 +86,7 @@ async def test_delayed_used_interrupt_arrives_after_the_driver_polled_the_comple
     assert driver.requestq is not None
     driver.requestq.enable_cb()
     with UsedIrqFault(sim, machine.transport, mode="delay", delay=us(50)) as fault:
-        done = await send(driver, "attach", domain=1, endpoint=NVME)
+        done = await raw_send(driver, "attach", domain=1, endpoint=NVME)
         seen_at = sim.now
     assert done.status_name == "OK" and fault.delayed == 1 and fault.delivered == []
     await testbench.sleep(us(60))
@@ -160,10 +148,10 @@ async def test_reset_with_queued_requests_drops_them_and_the_guest_spin_ends_at_
 async def test_raw_driver_wait_for_a_request_after_reset_is_bounded(sim):
     """After a reset the kick is ignored (no DRIVER_OK); the raw driver reports NO_COMPLETION after MAX_POLLS polls."""
     machine, driver = await raw_machine(sim, nvme="emulated")
-    assert (await send(driver, "attach", domain=1, endpoint=NVME)).status_name == "OK"
+    assert (await raw_send(driver, "attach", domain=1, endpoint=NVME)).status_name == "OK"
     reset_device(machine.transport)
     start = sim.now
-    done = await send(driver, "map", **map_req(1, 0, 0x100000))
+    done = await raw_send(driver, "map", **map_req(1, 0, 0x100000))
     assert done.status_name == "NO_COMPLETION"
     assert MAX_POLLS * driver.poll_interval_ps <= sim.now - start < MAX_POLLS * driver.poll_interval_ps + ms(5)
     assert machine.viommu.domains == {}
@@ -209,7 +197,7 @@ async def test_rogue_endpoint_dma_into_another_domains_iova_faults_and_touches_n
     machine.memory.write(secret_pa, b"secret")
     for op in (("attach", {"domain": 1, "endpoint": NVME}), ("attach", {"domain": 2, "endpoint": E1000E}),
                ("map", map_req(2, 0x10000, secret_pa)), ("map", map_req(1, 0x20000, own_pa))):
-        assert (await send(driver, op[0], **op[1])).status_name == "OK"
+        assert (await raw_send(driver, op[0], **op[1])).status_name == "OK"
     for bdf in (NVME, E1000E):
         enable_bus_master(machine, bdf)
     victim, rogue = endpoint_dma_port(machine, E1000E), endpoint_dma_port(machine, NVME)
@@ -236,7 +224,7 @@ async def test_used_irq_fault_limit_affects_only_the_first_interrupts(sim):
     driver.requestq.enable_cb()
     with UsedIrqFault(sim, machine.transport, mode="drop", limit=2) as fault:
         for i in range(3):
-            assert (await send(driver, "attach", domain=1 + i, endpoint=NVME)).status_name == "OK"
+            assert (await raw_send(driver, "attach", domain=1 + i, endpoint=NVME)).status_name == "OK"
     assert fault.dropped == 2 and [t for t, _ in fault.delivered] == [fault.raised[2][0]]
     assert "notify_used" not in vars(machine.transport)  # removed: the transport's own method again
 

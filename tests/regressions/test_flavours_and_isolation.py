@@ -5,29 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import testbench
-from models import MachineConfig
-from models._machine import build_machine
 from models._viommu_wire import MAP_F_READ, MAP_F_WRITE
 from models._virtq_wire import VIRTIO_RING_F_EVENT_IDX
-from models.guest._raw_requests import ReplayRequest, encode_request, writable_size
-from models.guest._raw_viommu import LINUX_FEATURES, RawCompletion, RawViommuDriver, raw_viommu_platform
-from sim import Simulator
+from models.guest._raw_requests import ReplayRequest, encode_request
+from models.guest._raw_viommu import LINUX_FEATURES, RawViommuDriver
 from testbench import Monitor, ms
 from testbench._faults import attempt_dma, enable_bus_master, endpoint_dma_port
+from staging import raw_machine, raw_send
 
 PAGE = 4096
 NVME, E1000E, AHCI = 0x20, 0x10, 0xFA  # 00:04.0, 00:02.0, 00:1f.2
-
-
-async def raw_machine(sim: Simulator, features: int = LINUX_FEATURES, **config: Any) -> tuple[Any, RawViommuDriver]:
-    """The machine ``config`` describes on ``sim``, its virtio-iommu probed by the raw driver."""
-    machine = build_machine(MachineConfig(seed=sim.seed % (1 << 64), **config), sim)
-    return machine, await raw_viommu_platform(machine, features=features)
-
-
-async def send(driver: RawViommuDriver, op: str, **fields: int) -> RawCompletion:
-    req = ReplayRequest(op, **fields)
-    return await driver.submit(encode_request(req), writable_size(req))
 
 
 # -- qemu vs spec -------------------------------------------------------------------------------------------------
@@ -42,7 +29,7 @@ async def test_unmap_splitting_a_mapping_is_not_atomic_in_qemu_and_atomic_in_the
              ("map", {"domain": 1, "virt_start": 0x0, "virt_end": 0x4FFF, "phys_start": 0x100000, "flags": 3}),
              ("map", {"domain": 1, "virt_start": 0x5000, "virt_end": 0x9FFF, "phys_start": 0x105000, "flags": 3}),
              ("unmap", {"domain": 1, "virt_start": 0x0, "virt_end": 0x6FFF})]
-    statuses = [(await send(driver, op, **fields)).status_name for op, fields in steps]
+    statuses = [(await raw_send(driver, op, **fields)).status_name for op, fields in steps]
     assert statuses == ["OK", "OK", "OK", "RANGE"]
     survivors = [(m.virt_start, m.virt_end) for m in machine.viommu.mappings(1)]
     enable_bus_master(machine, E1000E)
@@ -76,7 +63,7 @@ async def test_notification_suppression_never_loses_a_completion(sim, event_idx,
     features = LINUX_FEATURES if event_idx else LINUX_FEATURES & ~(1 << VIRTIO_RING_F_EVENT_IDX)
     machine, driver = await raw_machine(sim, features, nvme="emulated")
     assert bool(driver.features >> VIRTIO_RING_F_EVENT_IDX & 1) == event_idx
-    assert (await send(driver, "attach", domain=1, endpoint=NVME)).status_name == "OK"
+    assert (await raw_send(driver, "attach", domain=1, endpoint=NVME)).status_name == "OK"
     q, memory = driver.requestq, machine.memory
     assert q is not None and driver.dev is not None
     if callbacks:
@@ -136,7 +123,7 @@ async def _random_maps(driver: RawViommuDriver, rng: Any, model: DomainModel, ne
         flags = rng.choice([MAP_F_READ, MAP_F_WRITE, MAP_F_READ | MAP_F_WRITE])
         phys = next_phys[0]
         next_phys[0] += count
-        done = await send(driver, "map", domain=model.domain, virt_start=first * PAGE,
+        done = await raw_send(driver, "map", domain=model.domain, virt_start=first * PAGE,
                           virt_end=(first + count) * PAGE - 1, phys_start=POOL + phys * PAGE, flags=flags)
         assert done.status_name == "OK"
         model.ranges.append((first, count))
@@ -161,7 +148,7 @@ async def test_an_endpoint_never_reaches_memory_outside_its_own_domains_mappings
     endpoints = {NVME: DomainModel(1), E1000E: DomainModel(2), AHCI: DomainModel(3)}
     next_phys = [0]
     for bdf, model in endpoints.items():
-        assert (await send(driver, "attach", domain=model.domain, endpoint=bdf)).status_name == "OK"
+        assert (await raw_send(driver, "attach", domain=model.domain, endpoint=bdf)).status_name == "OK"
         enable_bus_master(machine, bdf)
         await _random_maps(driver, rng, model, next_phys)
     pool_bytes = next_phys[0] * PAGE
@@ -192,7 +179,7 @@ async def test_an_endpoint_never_reaches_memory_outside_its_own_domains_mappings
     await accesses(150)
     for model in endpoints.values():  # unmap a random half of each domain's mappings
         for first, count in rng.sample(model.ranges, len(model.ranges) // 2):
-            done = await send(driver, "unmap", domain=model.domain, virt_start=first * PAGE,
+            done = await raw_send(driver, "unmap", domain=model.domain, virt_start=first * PAGE,
                               virt_end=(first + count) * PAGE - 1)
             assert done.status_name == "OK"
             for k in range(count):
