@@ -28,14 +28,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from ._memory import GuestMemory, MemoryAccessError
+from ._memory import PAGE_SIZE, GuestMemory, MemoryAccessError
 
 if TYPE_CHECKING:
     from sim import Simulator, Tracer
 
 DMA_READ = 1
 DMA_WRITE = 2
-PAGE = 4096
 
 
 class DmaFault(Exception):
@@ -137,7 +136,7 @@ class DirectDmaPort(_Port):
     """No IOMMU: bus addresses are guest-physical addresses."""
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:
-        return iova, PAGE - (iova & (PAGE - 1))
+        return iova, PAGE_SIZE - (iova & (PAGE_SIZE - 1))
 
 
 class ViommuDmaPort(_Port):

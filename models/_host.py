@@ -34,10 +34,9 @@ from sim import Simulator
 from ._cost import CostModel
 from ._errno import EEXIST, EINVAL, ENOSPC, strerror
 from ._iommu_notify import IOMMU_NONE, IOMMU_WO, IOTLB_EVENTS, IommuMemoryRegion, IommuNotifier, TlbEntry
-from ._memory import GuestMemory
+from ._memory import HOST_PAGE_SIZE, GuestMemory
+from ._wire import U64
 
-U64 = (1 << 64) - 1
-HOST_PAGE_SIZE = 4096
 #: vfio_iommu_type1 module parameter default
 DMA_ENTRY_LIMIT = 65535
 

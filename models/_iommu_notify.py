@@ -31,7 +31,7 @@ import attrs
 
 from sim import Simulator
 
-U64 = (1 << 64) - 1
+from ._wire import U64
 
 #: IOMMUAccessFlags (include/exec/memory.h)
 IOMMU_NONE = 0

@@ -26,6 +26,8 @@ import attrs
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = PAGE_SIZE - 1
+#: the host's page size (QEMU ``qemu_real_host_page_size()``, the host IOMMU's pinning unit): an x86-64 host's
+HOST_PAGE_SIZE = PAGE_SIZE
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -36,10 +36,11 @@ from ._nvme_wire import (
     INVALID_FIELD, IO_OPCODE_NAMES, LOG_ERROR, PSDT_PRP, SQES_LOG2, SQE_SIZE, SUCCESS, CompletionEntry,
     SubmissionEntry, aer_result,
 )
-from ._nvme_dma import CommandError, DmaPort, NvmeDma
+from ._nvme_dma import CommandError, NvmeDma
 from ._nvme_ident import NvmeIdentity, identity_named
 from ._nvme_namespace import Namespace
 from ._nvme_prp import walk_prp, walk_sgl
+from ._seams import DmaPort
 
 
 @attrs.frozen

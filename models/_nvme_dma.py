@@ -16,22 +16,15 @@ faulting transfer) ends the command with an NVMe status (NVMe 1.4 section 4.6.1)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from sim import Simulator
 
 from ._dma import DMA_READ, DMA_WRITE, DmaFault
+from ._memory import PAGE_SIZE
+from ._seams import DmaPort
 
 #: the IOMMU's smallest granule: every device access is split at these boundaries (reference 5.1)
-DMA_SPLIT = 4096
-
-
-class DmaPort(Protocol):
-    """The controller's window on memory: IOVAs in, bytes out; raises DmaFault on a refused access."""
-
-    def dma_read(self, iova: int, size: int) -> bytes: ...
-
-    def dma_write(self, iova: int, data: bytes) -> None: ...
+DMA_SPLIT = PAGE_SIZE
 
 
 class CommandError(Exception):
@@ -55,6 +48,7 @@ class NvmeDma:
     def __init__(self, sim: Simulator, name: str, port: DmaPort, bus_master: Callable[[], bool]) -> None:
         self.sim = sim
         self.name = name
+        self._trace = sim.tracer(name)
         self.port = port
         self.bus_master = bus_master
         self.faults = 0
@@ -90,6 +84,5 @@ class NvmeDma:
     def fault(self, fault: DmaFault, what: str, **fields: int) -> None:
         """Count and trace a refused access; ``what`` names the access (sq_fetch, data_write, ...)."""
         self.faults += 1
-        if self.sim.tracing:
-            self.sim.trace(self.name, "dma_fault", what=what, iova=fault.iova,
-                           access="read" if fault.access == DMA_READ else "write", reason=fault.reason, **fields)
+        self._trace("dma_fault", what=what, iova=fault.iova, access="read" if fault.access == DMA_READ else "write",
+                    reason=fault.reason, **fields)

@@ -20,6 +20,15 @@ import struct
 
 import attrs
 
+from ._pci_ids import (
+    PCI_DEVICE_ID_REDHAT_NVME,
+    PCI_DEVICE_ID_SAMSUNG_PM173X,
+    PCI_SUBDEVICE_ID_QEMU,
+    PCI_SUBDEVICE_ID_SAMSUNG_PM173X,
+    PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
+    PCI_VENDOR_ID_REDHAT,
+    PCI_VENDOR_ID_SAMSUNG,
+)
 from ._nvme_data import IdentifyController, IdentifyNamespace, LbaFormat, PowerState
 from ._nvme_wire import (
     ADMIN_ABORT, ADMIN_ASYNC_EVENT_REQUEST, ADMIN_CREATE_CQ, ADMIN_CREATE_SQ, ADMIN_DBBUF_CONFIG,
@@ -86,14 +95,16 @@ _CHG = FEAT_CAP_CHANGEABLE
 QEMU_NVME = NvmeIdentity(
     name="emulated",
     emulated=True,
-    pci_vendor=0x1B36, pci_device=0x0010, pci_subsystem_vendor=0x1AF4, pci_subsystem=0x1100,
+    pci_vendor=PCI_VENDOR_ID_REDHAT, pci_device=PCI_DEVICE_ID_REDHAT_NVME,
+    pci_subsystem_vendor=PCI_SUBVENDOR_ID_REDHAT_QUMRANET, pci_subsystem=PCI_SUBDEVICE_ID_QEMU,
     pci_revision=0x02, pci_class=0x010802,
     bar0_size=16 * 1024, msix_vectors=65, msix_table_offset=0x2000, msix_pba_offset=0x3000,
     cap=make_cap(mqes=0x7FF, cqr=1, ams=0, to=0xF, dstrd=0, nssrs=0, css=0x41, mpsmin=0, mpsmax=4),
     vs=0x00010400,
     max_ioqpairs=64,
     id_ctrl=IdentifyController(
-        vid=0x1B36, ssvid=0x1AF4, sn="deadbeef", mn="QEMU NVMe Ctrl", fr="8.2.2", rab=6, ieee=0x525400,
+        vid=PCI_VENDOR_ID_REDHAT, ssvid=PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
+        sn="deadbeef", mn="QEMU NVMe Ctrl", fr="8.2.2", rab=6, ieee=0x525400,
         cmic=0, mdts=7, cntlid=0, ver=0x00010400, oaes=0x100, ctratt=0x8000, cntrltype=1,
         oacs=0x012A, acl=3, aerl=3, frmw=0x03, lpa=0x07, elpe=0, npss=0, wctemp=0x157, cctemp=0x175,
         sqes=0x66, cqes=0x44, nn=256, oncs=0x075D, vwc=0x07, sgls=0x00080001,
@@ -145,14 +156,16 @@ _PM1733_SN = "S4YNNE0R500001"
 PM173X = NvmeIdentity(
     name="vfio",
     emulated=False,
-    pci_vendor=0x144D, pci_device=0xA824, pci_subsystem_vendor=0x144D, pci_subsystem=0xA801,
+    pci_vendor=PCI_VENDOR_ID_SAMSUNG, pci_device=PCI_DEVICE_ID_SAMSUNG_PM173X,
+    pci_subsystem_vendor=PCI_VENDOR_ID_SAMSUNG, pci_subsystem=PCI_SUBDEVICE_ID_SAMSUNG_PM173X,
     pci_revision=0x00, pci_class=0x010802,
     bar0_size=32 * 1024, msix_vectors=130, msix_table_offset=0x2000, msix_pba_offset=0x3000,
     cap=make_cap(mqes=0x3FFF, cqr=1, ams=0, to=0x3C, dstrd=0, nssrs=0, css=0x01, mpsmin=0, mpsmax=0),
     vs=0x00010300,
     max_ioqpairs=128,
     id_ctrl=IdentifyController(
-        vid=0x144D, ssvid=0x144D, sn=_PM1733_SN, mn="SAMSUNG MZWLJ3T8HBLS-00007", fr="EPK98B5Q", rab=8,
+        vid=PCI_VENDOR_ID_SAMSUNG, ssvid=PCI_VENDOR_ID_SAMSUNG,
+        sn=_PM1733_SN, mn="SAMSUNG MZWLJ3T8HBLS-00007", fr="EPK98B5Q", rab=8,
         ieee=0x002538, cmic=0, mdts=8, cntlid=0x41, ver=0x00010300, rtd3r=0xE4E1C0, rtd3e=0x989680,
         oaes=0x300, ctratt=0, oacs=0x5F, acl=127, aerl=15, frmw=0x17, lpa=0x0E, elpe=255, npss=0, apsta=0,
         wctemp=345, cctemp=358, hmpre=0, hmmin=0, tnvmcap=3_840_755_982_336, sanicap=0x3, sqes=0x66,

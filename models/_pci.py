@@ -34,6 +34,7 @@ from sim import Simulator, Timer
 from ._cost import CostModel
 from ._interrupts import InterruptController, q35_intx_gsi
 from ._pci_caps import CapabilityChain
+from ._pci_ids import PCI_SUBDEVICE_ID_QEMU, PCI_SUBVENDOR_ID_REDHAT_QUMRANET
 from ._pci_config import (
     CONFIG_ACCESS_SIZES,
     PCI_BASE_ADDRESS_0,
@@ -97,7 +98,7 @@ class PciFunction:
         device_id: int,
         class_code: int,
         revision: int = 0,
-        subsystem: tuple[int, int] = (0x1AF4, 0x1100),
+        subsystem: tuple[int, int] = (PCI_SUBVENDOR_ID_REDHAT_QUMRANET, PCI_SUBDEVICE_ID_QEMU),
         multifunction: bool = False,
         interrupt_pin: int = 0,
         express: bool = False,

@@ -29,6 +29,18 @@ from typing import Any
 from ._config import MachineConfig
 from ._nvme_ident import PM173X, QEMU_NVME, NvmeIdentity
 from ._pci import PciFunction, make_bdf
+from ._pci_ids import (
+    PCI_DEVICE_ID_INTEL_82574L,
+    PCI_DEVICE_ID_INTEL_ICH9_AHCI,
+    PCI_DEVICE_ID_INTEL_ICH9_LPC,
+    PCI_DEVICE_ID_INTEL_ICH9_SMBUS,
+    PCI_DEVICE_ID_INTEL_Q35_MCH,
+    PCI_DEVICE_ID_QEMU_VGA,
+    PCI_DEVICE_ID_VIRTIO_10_BASE,
+    PCI_VENDOR_ID_INTEL,
+    PCI_VENDOR_ID_QEMU,
+    PCI_VENDOR_ID_REDHAT_QUMRANET,
+)
 from ._pci_caps import (
     PCI_CAP_ID_SATA,
     PCI_CAP_ID_VNDR,
@@ -37,6 +49,7 @@ from ._pci_caps import (
     PCI_EXT_CAP_ID_ERR,
 )
 from ._pci_config import ROM_SLOT, BarKind
+from ._viommu_wire import VIRTIO_ID_IOMMU
 from ._virtq_wire import VirtioPciCap
 
 KIB = 1 << 10
@@ -63,7 +76,6 @@ VIRTIO_PCI_CAP_PCI_CFG = 5
 VIRTIO_PCI_CAP_LEN = 16
 VIRTIO_PCI_NOTIFY_CAP_LEN = 20
 VIRTIO_PCI_CFG_CAP_LEN = 20
-VIRTIO_ID_IOMMU = 23
 #: BAR4 of a modern virtio-pci function (virtio_pci_realize: modern_mem_bar_idx = 4)
 VIRTIO_MODERN_BAR = 4
 VIRTIO_REGION_SIZE = 0x1000
@@ -92,13 +104,15 @@ def _registerless(fn: PciFunction, *bars: int) -> PciFunction:
 # -- 00:00.0 ----------------------------------------------------------------------------------
 def make_mch() -> PciFunction:
     """Q35 MCH: no BARs, no capabilities, no interrupt (hw/pci-host/q35.c mch_class_init)."""
-    return PciFunction(MCH_BDF, "mch", vendor_id=0x8086, device_id=0x29C0, class_code=0x060000)
+    return PciFunction(MCH_BDF, "mch", vendor_id=PCI_VENDOR_ID_INTEL, device_id=PCI_DEVICE_ID_INTEL_Q35_MCH,
+                       class_code=0x060000)
 
 
 # -- 00:01.0 ----------------------------------------------------------------------------------
 def make_vga() -> PciFunction:
     """std VGA: 16 MiB prefetchable framebuffer, 4 KiB MMIO (qemu-extended-regs => rev 2), 64 KiB ROM."""
-    fn = PciFunction(VGA_BDF, "vga", vendor_id=0x1234, device_id=0x1111, revision=2, class_code=0x030000)
+    fn = PciFunction(VGA_BDF, "vga", vendor_id=PCI_VENDOR_ID_QEMU, device_id=PCI_DEVICE_ID_QEMU_VGA, revision=2,
+                     class_code=0x030000)
     fn.add_bar(0, 16 * MIB, BarKind.MEM32, prefetchable=True)
     fn.add_bar(2, 4 * KIB, BarKind.MEM32)
     fn.add_bar(ROM_SLOT, 64 * KIB, BarKind.ROM)
@@ -108,8 +122,8 @@ def make_vga() -> PciFunction:
 # -- 00:02.0 ----------------------------------------------------------------------------------
 def make_e1000e(mac: bytes = DEFAULT_MAC) -> PciFunction:
     """e1000e (82574L) as ``e1000e_pci_realize``: PCIe v1 RCiEP on the root bus, MSI-X in BAR3."""
-    fn = PciFunction(NIC_BDF, "e1000e", vendor_id=0x8086, device_id=0x10D3, class_code=0x020000,
-                     subsystem=(0x8086, 0x0000), interrupt_pin=1, express=True)
+    fn = PciFunction(NIC_BDF, "e1000e", vendor_id=PCI_VENDOR_ID_INTEL, device_id=PCI_DEVICE_ID_INTEL_82574L,
+                     class_code=0x020000, subsystem=(PCI_VENDOR_ID_INTEL, 0x0000), interrupt_pin=1, express=True)
     fn.config.store(0x0C, 1, 0x10)  # cache line size
     fn.add_bar(0, 128 * KIB, BarKind.MEM32)  # registers
     fn.add_bar(1, 128 * KIB, BarKind.MEM32)  # flash (dummy)
@@ -193,7 +207,8 @@ class VirtioPciFunction(PciFunction):
     """
 
     def __init__(self, bdf: int, name: str, *, virtio_id: int, class_code: int) -> None:
-        super().__init__(bdf, name, vendor_id=0x1AF4, device_id=0x1040 + virtio_id, revision=1,
+        super().__init__(bdf, name, vendor_id=PCI_VENDOR_ID_REDHAT_QUMRANET,
+                         device_id=PCI_DEVICE_ID_VIRTIO_10_BASE + virtio_id, revision=1,
                          class_code=class_code, interrupt_pin=1)
         self.add_bar(VIRTIO_MODERN_BAR, 4 * VIRTIO_REGION_SIZE, BarKind.MEM64, prefetchable=True)
         cfg = self.config
@@ -312,14 +327,14 @@ def make_nvme_emulated(bdf: int = NVME_BDF) -> PciFunction:
 # -- 00:1f.x ----------------------------------------------------------------------------------
 def make_lpc() -> PciFunction:
     """ICH9 LPC bridge: function 0 of the multifunction slot 1f; no BARs (ICH9_A2_LPC_REVISION = 2)."""
-    return PciFunction(LPC_BDF, "ich9-lpc", vendor_id=0x8086, device_id=0x2918, revision=2, class_code=0x060100,
-                       multifunction=True)
+    return PciFunction(LPC_BDF, "ich9-lpc", vendor_id=PCI_VENDOR_ID_INTEL, device_id=PCI_DEVICE_ID_INTEL_ICH9_LPC,
+                       revision=2, class_code=0x060100, multifunction=True)
 
 
 def make_ahci() -> PciFunction:
     """ICH9 AHCI: index/data I/O BAR4, ABAR BAR5, SATA cap @0xa8 then MSI @0x80 (chain 80 -> a8)."""
-    fn = PciFunction(AHCI_BDF, "ich9-ahci", vendor_id=0x8086, device_id=0x2922, revision=2, class_code=0x010601,
-                     multifunction=True, interrupt_pin=1)
+    fn = PciFunction(AHCI_BDF, "ich9-ahci", vendor_id=PCI_VENDOR_ID_INTEL, device_id=PCI_DEVICE_ID_INTEL_ICH9_AHCI,
+                     revision=2, class_code=0x010601, multifunction=True, interrupt_pin=1)
     fn.config.store(0x0C, 1, 0x08)  # cache line size
     fn.config.store(0x90, 1, 0x40)  # MAP: AHCI mode
     fn.add_bar(4, 32, BarKind.IO)
@@ -336,8 +351,8 @@ def make_ahci() -> PciFunction:
 
 def make_smbus() -> PciFunction:
     """ICH9 SMBus: 64-byte I/O BAR4 (HOSTC at config 0x40)."""
-    fn = PciFunction(SMBUS_BDF, "ich9-smbus", vendor_id=0x8086, device_id=0x2930, revision=2, class_code=0x0C0500,
-                     multifunction=True, interrupt_pin=1)
+    fn = PciFunction(SMBUS_BDF, "ich9-smbus", vendor_id=PCI_VENDOR_ID_INTEL, device_id=PCI_DEVICE_ID_INTEL_ICH9_SMBUS,
+                     revision=2, class_code=0x0C0500, multifunction=True, interrupt_pin=1)
     fn.add_bar(4, 64, BarKind.IO)
     return _registerless(fn, 4)
 

@@ -25,14 +25,12 @@ from ._config import MachineConfig
 from ._iommu_notify import HostIommuDevice
 from ._viommu_requests import RequestFramingError, RequestOutcome, ViommuRequests
 from ._viommu_state import X86_RESERVED_REGIONS, ReservedRegion
-from ._viommu_wire import F_BYPASS_CONFIG, QEMU_FEATURES, VIRTIO_ID_IOMMU, FaultEvent, IommuConfig
+from ._viommu_wire import EVENTQ, F_BYPASS_CONFIG, QEMU_FEATURES, REQUESTQ, VIRTIO_ID_IOMMU, FaultEvent, IommuConfig
 from ._virtqueue import DeviceQueue, VirtqueueError
 
 __all__ = ["EVENTQ", "QUEUE_SIZE", "REQUESTQ", "RequestFramingError", "RequestOutcome", "VirtioIommu"]
 
 QUEUE_SIZE = 256
-REQUESTQ = 0
-EVENTQ = 1
 CONFIG_BYPASS_OFFSET = 36
 
 

@@ -45,6 +45,7 @@ from ._iommu_notify import (
     NotifierFlag,
     NotifierRefused,
 )
+from ._memory import HOST_PAGE_SIZE
 from ._viommu_wire import (
     FAULT_F_ADDRESS,
     FAULT_F_READ,
@@ -62,7 +63,6 @@ from ._viommu_wire import (
 from ._wire import U32, U64
 
 VIOMMU_PROBE_SIZE = 512
-HOST_PAGE_SIZE = 4096
 
 
 @attrs.frozen(order=True)

@@ -22,6 +22,9 @@ import attrs
 from ._wire import WireStruct, WireValue, check_u32, check_u64
 
 VIRTIO_ID_IOMMU = 23
+#: the device's virtqueues (spec "Virtqueues"): 0 requestq, 1 eventq
+REQUESTQ = 0
+EVENTQ = 1
 
 
 class ReqType(enum.IntEnum):

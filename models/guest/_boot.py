@@ -35,6 +35,15 @@ from typing import Any, Awaitable, Callable
 from sim import Task, ms, sleep, us
 
 from .._errno import ENODEV, ENXIO, EPROBE_DEFER
+from .._pci_ids import (
+    PCI_DEVICE_ID_INTEL_82574L,
+    PCI_DEVICE_ID_INTEL_ICH9_SMBUS,
+    PCI_DEVICE_ID_INTEL_Q35_MCH,
+    PCI_DEVICE_ID_VIRTIO_MAX,
+    PCI_DEVICE_ID_VIRTIO_10_BASE,
+    PCI_VENDOR_ID_INTEL,
+    PCI_VENDOR_ID_REDHAT_QUMRANET,
+)
 from ._device import GuestDevice
 from ._drivers import agp_intel_probe, ahci_probe, no_dma_probe
 from ._kernel import GuestKernel
@@ -77,17 +86,18 @@ INITCALLS = {
 def _match(info: PciDeviceInfo) -> str | None:
     """The built-in driver that binds this function (pci_match_device over the id tables)."""
     ids = (info.vendor_id, info.device_id)
-    if ids == (0x8086, 0x29C0):
+    if ids == (PCI_VENDOR_ID_INTEL, PCI_DEVICE_ID_INTEL_Q35_MCH):
         return "agpgart-intel"
-    if info.vendor_id == 0x1AF4 and 0x1040 <= info.device_id <= 0x107F:
+    if (info.vendor_id == PCI_VENDOR_ID_REDHAT_QUMRANET
+            and PCI_DEVICE_ID_VIRTIO_10_BASE <= info.device_id <= PCI_DEVICE_ID_VIRTIO_MAX):
         return "virtio-pci"
     if info.class_code == 0x010802:
         return "nvme"
     if info.class_code == 0x010601:
         return "ahci"
-    if ids == (0x8086, 0x10D3):
+    if ids == (PCI_VENDOR_ID_INTEL, PCI_DEVICE_ID_INTEL_82574L):
         return "e1000e"
-    if ids == (0x8086, 0x2930):
+    if ids == (PCI_VENDOR_ID_INTEL, PCI_DEVICE_ID_INTEL_ICH9_SMBUS):
         return "i801_smbus"
     return None  # std VGA (no bochs-drm built in), LPC (lpc_ich not built in)
 

@@ -38,6 +38,7 @@ from sim import Lock
 
 from .._errno import EINVAL, EPROBE_DEFER
 from .._memory import IOAPIC_BASE, Q35_PCIEXBAR_BASE, Q35_PCIEXBAR_SIZE, FOUR_GIB, GIB, GuestMemory
+from .._pci_ids import VIRTIO_IOMMU_PCI_ID
 from ._device import GuestDevice
 from ._flush_queue import dma_domain_policy
 from ._groups import IommuGroups, PciFunctionInfo, adding_message
@@ -56,8 +57,6 @@ IOMMU_NOEXEC = 1 << 3
 IOMMU_MMIO = 1 << 4
 IOMMU_PRIV = 1 << 5
 
-#: the virtio-iommu-pci function's IDs (VIRTIO_PCI_VENDOR_ID, 0x1040 + VIRTIO_ID_IOMMU)
-VIRTIO_IOMMU_PCI_ID = (0x1AF4, 0x1057)
 #: QEMU q35's default 64-bit PCI hole size (hw/pci-host/q35.c Q35_PCI_HOST_HOLE64_SIZE_DEFAULT)
 Q35_PCI_HOLE64_SIZE = 1 << 35
 #: the legacy VGA window every QEMU PC _CRS lists (hw/i386/acpi-build.c build_dsdt)

@@ -44,6 +44,8 @@ from typing import Iterable
 import attrs
 from sortedcontainers import SortedKeyList
 
+from ._kmem_consts import PAGE_SIZE
+
 ULONG_MAX = (1 << 64) - 1
 #: pfn of the anchor node, which sits above every usable address (iova.c IOVA_ANCHOR)
 IOVA_ANCHOR = ULONG_MAX
@@ -53,8 +55,6 @@ IOVA_RANGE_CACHE_MAX_SIZE = 6
 IOVA_MAG_SIZE = 127
 #: delay of the depot-trimming work (iova.c IOVA_DEPOT_DELAY = msecs_to_jiffies(100))
 IOVA_DEPOT_DELAY_MS = 100
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
 
 #: enum iommu_resv_type (include/linux/iommu.h)
 IOMMU_RESV_DIRECT = 0

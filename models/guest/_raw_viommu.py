@@ -38,6 +38,8 @@ from .._viommu_wire import (
     F_MAP_UNMAP,
     F_MMIO,
     F_PROBE,
+    EVENTQ,
+    REQUESTQ,
     Status,
 )
 from ._mm import PageAllocator
@@ -113,9 +115,9 @@ class RawViommuDriver:
         dev = VirtioModernDevice(self.regs, self.memory, notify_off_multiplier=self.regs.notify_off_multiplier)  # type: ignore[arg-type]
         await dev.reset()
         self.features = await dev.negotiate(self.wanted_features)
-        self.requestq = await dev.setup_queue(0, self.queue_size, *await self._alloc_ring(self.queue_size))
+        self.requestq = await dev.setup_queue(REQUESTQ, self.queue_size, *await self._alloc_ring(self.queue_size))
         self.requestq.disable_cb()  # vq0 has no callback: completions are polled
-        self.eventq = await dev.setup_queue(1, self.queue_size, *await self._alloc_ring(self.queue_size))
+        self.eventq = await dev.setup_queue(EVENTQ, self.queue_size, *await self._alloc_ring(self.queue_size))
         await dev.driver_ok()
         self.dev = dev
         for _ in range(min(self.event_buffers, self.queue_size)):
@@ -189,20 +191,18 @@ class RawViommuDriver:
         return events
 
 
-VIRTIO_IOMMU_PCI_ID = (0x1AF4, 0x1057)
-
-
 async def raw_viommu_platform(machine: object, **driver_options: object) -> RawViommuDriver:
     """Firmware + enumeration on ``machine``, then a RawViommuDriver probed on its virtio-iommu.
 
     Raises LookupError when the machine has no virtio-iommu-pci function.
     """
-    from ._pci_scan import enumerate_bus
     from .._memory import GIB
+    from ._pci_scan import enumerate_bus
+    from ._viommu_driver import viommu_pci_info
 
     bus, memory = machine.bus, machine.memory  # type: ignore[attr-defined]
     infos = enumerate_bus(bus, memory)
-    info = next((i for i in infos if (i.vendor_id, i.device_id) == VIRTIO_IOMMU_PCI_ID), None)
+    info = viommu_pci_info(infos)
     if info is None:
         raise LookupError("the machine has no virtio-iommu-pci function (viommu=none)")
     mm = PageAllocator.for_ram(memory.below_4g, memory.above_4g_end, reserved_bytes=GIB // 4)

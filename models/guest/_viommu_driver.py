@@ -47,10 +47,12 @@ from typing import TYPE_CHECKING, Any
 from sim import Lock, ms, seconds, sleep, us
 
 from .._errno import EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, ENOSYS, ERANGE
+from .._pci_ids import VIRTIO_IOMMU_PCI_ID
 from .._virtq_wire import VIRTIO_RING_F_INDIRECT_DESC, CommonCfg, avail_ring_size, desc_table_size, used_ring_size
 from .._virtqueue import VirtqueueError
 from .._wire import U32, U64
 from .._viommu_wire import (
+    EVENTQ,
     F_BYPASS_CONFIG,
     F_DOMAIN_RANGE,
     F_INPUT_RANGE,
@@ -63,6 +65,7 @@ from .._viommu_wire import (
     PROBE_T_MASK,
     PROBE_T_NONE,
     PROBE_T_RESV_MEM,
+    REQUESTQ,
     TAIL_SIZE,
     AttachReq,
     MapReq,
@@ -78,10 +81,10 @@ from ._iommu_core import (
     IOMMU_MMIO,
     IOMMU_READ,
     IOMMU_WRITE,
-    VIRTIO_IOMMU_PCI_ID,
     IommuDriverDomain,
 )
-from ._iova import PAGE_SIZE, ResvRegion, order_base_2
+from ._iova import ResvRegion, order_base_2
+from ._kmem_consts import PAGE_SIZE
 from ._pci_scan import PciDeviceInfo
 from ._viommu_domain import (
     ViommuDomain,
@@ -91,7 +94,7 @@ from ._viommu_domain import (
     to_viommu_domain,
     to_viommu_endpoint,
 )
-from ._viommu_events import EVENTQ, ViommuEvents
+from ._viommu_events import ViommuEvents
 from ._virtio_driver import TRANSPORT_FEATURES, VirtioModernDevice
 from ._virtio_pci_regs import PciVirtioRegs
 from ._virtqueue_driver import DriverQueue, VirtqueueFull
@@ -102,7 +105,6 @@ if TYPE_CHECKING:
 DRIVER_NAME = "virtio_iommu"
 #: the driver's feature table (``features[]``); the legacy F_BYPASS is not in it
 VIOMMU_FEATURES = sum(1 << b for b in (F_MAP_UNMAP, F_INPUT_RANGE, F_DOMAIN_RANGE, F_PROBE, F_MMIO, F_BYPASS_CONFIG))
-REQUESTQ = 0
 #: vring_create_virtqueue(..., SMP_CACHE_BYTES, ...): the used ring's alignment
 VRING_ALIGN = 64
 #: an indirect table of the two descriptors of a request (alloc_indirect_split, GFP_ATOMIC)

@@ -19,7 +19,7 @@ from sim import seconds
 
 from .._virtqueue import VirtqueueError
 from .._viommu_wire import (
-    FAULT_F_ADDRESS, FAULT_F_EXEC, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING, FaultEvent,
+    EVENTQ, FAULT_F_ADDRESS, FAULT_F_EXEC, FAULT_F_READ, FAULT_F_WRITE, FAULT_R_DOMAIN, FAULT_R_MAPPING, FaultEvent,
 )
 from ._pci_scan import PciDeviceInfo
 from ._virtio_driver import VirtioModernDevice
@@ -28,7 +28,6 @@ from ._virtqueue_driver import DriverQueue
 if TYPE_CHECKING:
     from ._kernel import GuestKernel
 
-EVENTQ = 1
 #: sizeof(struct viommu_event): a union with struct virtio_iommu_fault
 EVENT_SIZE = FaultEvent.SIZE
 #: viommu_event.head bits that must be clear for a fault record (VIOMMU_FAULT_RESV_MASK)
