@@ -29,6 +29,7 @@ from ._dma import (
     HostIommuDmaPort as HostIommuDmaPort,
     ViommuDmaPort as ViommuDmaPort,
 )
+from ._errno import ENOMEM as ENOMEM
 from ._host import HostVfio as HostVfio, MapFaultHook as MapFaultHook, VfioContainer as VfioContainer
 from ._iommu_notify import HostIommuDevice as HostIommuDevice
 from ._machine import Machine as Machine, build_machine as build_machine, realize_vfio as realize_vfio
@@ -50,7 +51,7 @@ from ._wire import U32 as U32, U64 as U64
 
 __all__ = sorted(
     [
-        "ConfigError", "CostModel", "CpuBus", "DirectDmaPort", "DmaFault", "DmaPort", "GROUPS", "GuestMemory",
+        "ConfigError", "CostModel", "CpuBus", "DirectDmaPort", "DmaFault", "DmaPort", "ENOMEM", "GROUPS", "GuestMemory",
         "HostIommuDevice", "HostIommuDmaPort", "HostVfio", "InterruptRouting", "InterruptSink", "Machine",
         "MachineConfig", "MachineView", "MapFaultHook", "MemoryAccessError", "NvmeController", "NvmeIdentity",
         "OptionSpec", "PM173X", "PciBus", "PciFunction", "QEMU_NVME", "ReservedRegion", "U32", "U64",

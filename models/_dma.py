@@ -59,6 +59,17 @@ class HostIommuFault:
     reason: str
 
 
+@attrs.frozen(kw_only=True)
+class DmaPortStats:
+    """A DMA port's counters at one instant (``statistics()`` of a port)."""
+
+    #: completed reads and writes (a refused access is not counted)
+    reads: int
+    writes: int
+    #: bytes they moved, in both directions
+    bytes: int
+
+
 class _Port:
     """Common part: page splitting, bus-master gate, memory access, counters."""
 
@@ -66,12 +77,16 @@ class _Port:
         self.memory = memory
         self.initiator = initiator
         self.bus_master = bus_master
-        self.reads = 0
-        self.writes = 0
-        self.bytes = 0
+        self._reads = 0
+        self._writes = 0
+        self._bytes = 0
         self.bdf: int | None = None
         #: set by the IOMMU ports (``_traced``): their accesses are traced
         self._tracer: Tracer | None = None
+
+    def statistics(self) -> DmaPortStats:
+        """A snapshot of the port's counters."""
+        return DmaPortStats(reads=self._reads, writes=self._writes, bytes=self._bytes)
 
     def _traced(self, sim: Simulator, bdf: int) -> None:
         self.bdf = bdf
@@ -115,8 +130,8 @@ class _Port:
                 data += self.memory.dma_read(paddr, n, self.initiator)
             except MemoryAccessError as exc:
                 raise DmaFault(iova, DMA_READ, str(exc)) from None
-        self.reads += 1
-        self.bytes += size
+        self._reads += 1
+        self._bytes += size
         return bytes(data)
 
     def dma_write(self, iova: int, data: bytes) -> None:
@@ -128,8 +143,8 @@ class _Port:
             except MemoryAccessError as exc:
                 raise DmaFault(iova + pos, DMA_WRITE, str(exc)) from None
             pos += n
-        self.writes += 1
-        self.bytes += len(data)
+        self._writes += 1
+        self._bytes += len(data)
 
 
 class DirectDmaPort(_Port):

@@ -59,6 +59,33 @@ class HostMapping:
         return self.iova + self.size - 1
 
 
+@attrs.frozen(kw_only=True)
+class VfioContainerStats:
+    """One VFIO container's counters at one instant (``VfioContainer.statistics()``)."""
+
+    #: ``VFIO_IOMMU_MAP_DMA`` ioctls, failed ones included
+    map_calls: int
+    #: ``VFIO_IOMMU_UNMAP_DMA`` ioctls, failed ones included
+    unmap_calls: int
+    #: of those, the ones that failed
+    map_errors: int
+    unmap_errors: int
+    #: host pages pinned now (4 KiB units)
+    pinned_pages: int
+    #: host IOMMU mappings now
+    mappings: int
+
+
+@attrs.frozen(kw_only=True)
+class HostVfioStats:
+    """The host's VFIO counters at one instant (``HostVfio.statistics()``)."""
+
+    #: QEMU ``error_report`` lines VFIO logged
+    errors: int
+    #: host pages pinned now, over all containers (4 KiB units)
+    pinned_pages: int
+
+
 @attrs.define(eq=False)
 class VfioGuestIommu(IommuNotifier):
     """VFIOGuestIOMMU: the notifier VFIO registers on an IOMMU region, bound to its container."""
@@ -74,18 +101,25 @@ class VfioContainer:
         self.bdf = bdf
         self.name = f"vfio-{bdf >> 8:02x}:{(bdf >> 3) & 0x1F:02x}.{bdf & 7}"
         self.table: SortedDict[int, HostMapping] = SortedDict()
-        self.pinned_pages = 0
-        self.map_calls = 0
-        self.unmap_calls = 0
-        self.map_errors = 0
-        self.unmap_errors = 0
+        # counters (read with statistics())
+        self._pinned_pages = 0
+        self._map_calls = 0
+        self._unmap_calls = 0
+        self._map_errors = 0
+        self._unmap_errors = 0
         self.giommu: VfioGuestIommu | None = None
         self.giommu_mr: IommuMemoryRegion | None = None
         self.translated = False
         self.ever_translated = False
 
     def __repr__(self) -> str:
-        return f"<VfioContainer {self.name} mappings={len(self.table)} pinned={self.pinned_pages}>"
+        return f"<VfioContainer {self.name} mappings={len(self.table)} pinned={self._pinned_pages}>"
+
+    def statistics(self) -> VfioContainerStats:
+        """A snapshot of the container's counters."""
+        return VfioContainerStats(map_calls=self._map_calls, unmap_calls=self._unmap_calls,
+                                  map_errors=self._map_errors, unmap_errors=self._unmap_errors,
+                                  pinned_pages=self._pinned_pages, mappings=len(self.table))
 
     def mappings(self) -> list[HostMapping]:
         return list(self.table.values())
@@ -114,7 +148,7 @@ class VfioContainer:
         """VFIO_IOMMU_MAP_DMA: returns (0 or -errno, cost in ps)."""
         host = self.host
         cost = host.cost
-        self.map_calls += 1
+        self._map_calls += 1
         ret = 0
         pg = host.min_page_size
         if size <= 0 or (iova | size | paddr) & (pg - 1) or iova + size - 1 > U64:
@@ -126,29 +160,29 @@ class VfioContainer:
         elif len(self.table) >= host.dma_entry_limit:
             ret = -ENOSPC
         if ret:
-            self.map_errors += 1
+            self._map_errors += 1
             host.error_report(f"VFIO_MAP_DMA failed: {strerror(-ret)}")
             return ret, cost.vfio_map_ioctl_ps
         pages = size // HOST_PAGE_SIZE
         self.table[iova] = HostMapping(iova, size, paddr, readonly)
-        self.pinned_pages += pages
+        self._pinned_pages += pages
         return 0, cost.vfio_map_ioctl_ps + pages * cost.vfio_map_per_page_ps
 
     def dma_unmap(self, iova: int, size: int) -> tuple[int, int]:
         """VFIO_IOMMU_UNMAP_DMA (type1v2): returns (0 or -errno, cost in ps)."""
         host = self.host
         cost = host.cost.vfio_unmap_ioctl_ps + host.cost.host_iotlb_inval_ps
-        self.unmap_calls += 1
+        self._unmap_calls += 1
         pg = host.min_page_size
         last = iova + size - 1
         hit = self._overlapping(iova, last) if size > 0 else []
         if size <= 0 or (iova | size) & (pg - 1) or any(m.iova < iova or m.last > last for m in hit):
-            self.unmap_errors += 1
+            self._unmap_errors += 1
             host.error_report(f"VFIO_UNMAP_DMA failed: {strerror(EINVAL)}")
             return -EINVAL, cost
         for m in hit:
             del self.table[m.iova]
-            self.pinned_pages -= m.size // HOST_PAGE_SIZE
+            self._pinned_pages -= m.size // HOST_PAGE_SIZE
         return 0, cost
 
 
@@ -184,15 +218,16 @@ class HostVfio:
         #: fault hooks on VFIO_IOMMU_MAP_DMA, consulted in order; the first non-zero answer fails the map
         self.map_fault_hooks: list[MapFaultHook] = []
         self.containers: dict[int, VfioContainer] = {}
-        self.errors = 0
+        self._errors = 0
 
     @property
     def min_page_size(self) -> int:
         return self.pgsizes & -self.pgsizes
 
-    @property
-    def pinned_pages(self) -> int:
-        return sum(c.pinned_pages for c in self.containers.values())
+    def statistics(self) -> HostVfioStats:
+        """A snapshot of the host's VFIO counters."""
+        return HostVfioStats(errors=self._errors,
+                             pinned_pages=sum(c.statistics().pinned_pages for c in self.containers.values()))
 
     def container(self, bdf: int) -> VfioContainer:
         return self.containers[bdf]
@@ -207,7 +242,7 @@ class HostVfio:
 
     def error_report(self, message: str) -> None:
         """QEMU's error_report: logged on the host, invisible to the guest."""
-        self.errors += 1
+        self._errors += 1
         if self.sim is not None and self.sim.tracing:
             self.sim.trace("vfio", "error_report", message=message)
 

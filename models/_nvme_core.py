@@ -45,15 +45,20 @@ from ._seams import DmaPort
 
 @attrs.frozen
 class NvmeStats:
-    """Counters of one controller (a snapshot)."""
+    """Counters of one controller at one instant (``NvmeController.statistics()``)."""
 
+    #: commands completed (their completion queued), and of those the ones with a non-zero status
     commands_completed: int
     commands_failed: int
+    #: I/O Read and Write commands serviced (a Compare is neither)
     host_read_commands: int
     host_write_commands: int
+    #: data bytes the controller wrote to / read from host memory
     bytes_to_host: int
     bytes_from_host: int
+    #: DMA accesses the port refused (see NvmeDma.fault)
     dma_faults: int
+    #: MSI-X messages sent
     interrupts: int
 
 
@@ -197,7 +202,7 @@ class ControllerCore:
     def page_size(self) -> int:
         return self._page_size
 
-    def stats(self) -> NvmeStats:
+    def statistics(self) -> NvmeStats:
         n = self._n
         return NvmeStats(n["completed"], n["failed"], n["reads"], n["writes"], n["to_host"], n["from_host"],
                          self._dma_engine.faults, n["irqs"])

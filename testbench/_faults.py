@@ -28,7 +28,6 @@ helper is called: the plugin's import stays free of the models.
 from __future__ import annotations
 
 import contextlib
-import errno as _errno
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -163,17 +162,18 @@ class HostMapFailures:
     failed_maps: int = 0
 
     def _update(self) -> None:
-        self.errors = self.host.errors - self.errors_before
+        self.errors = self.host.statistics().errors - self.errors_before
         self.failed_maps = _map_calls(self.host) - self.map_calls_before
 
 
 def _map_calls(host: HostVfio) -> int:
-    return sum(c.map_calls for c in host.containers.values())
+    return sum(c.statistics().map_calls for c in host.containers.values())
 
 
 @contextlib.contextmanager
-def fail_host_maps(host: HostVfio | None, errno: int = _errno.ENOMEM) -> Iterator[HostMapFailures]:
-    """Inside the block every host ``VFIO_IOMMU_MAP_DMA`` of ``host`` (a HostVfio) fails with ``-errno``.
+def fail_host_maps(host: HostVfio | None, errno: int | None = None) -> Iterator[HostMapFailures]:
+    """Inside the block every host ``VFIO_IOMMU_MAP_DMA`` of ``host`` (a HostVfio) fails with ``-errno``
+    (a Linux errno; None: ENOMEM).
 
     QEMU only logs the failure; the vIOMMU request that caused it completes OK.
     The yielded record's ``errors`` (host error_report lines) and ``failed_maps``
@@ -181,10 +181,13 @@ def fail_host_maps(host: HostVfio | None, errno: int = _errno.ENOMEM) -> Iterato
     """
     if host is None:
         raise ValueError("fail_host_maps needs a HostVfio: the machine has no VFIO device (nvme='vfio')")
-    record = HostMapFailures(host, host.errors, _map_calls(host))
+    from models import ENOMEM
+
+    ret = -(ENOMEM if errno is None else errno)
+    record = HostMapFailures(host, host.statistics().errors, _map_calls(host))
 
     def fail(_container: VfioContainer, _iova: int, _size: int, _paddr: int) -> int:
-        return -errno
+        return ret
 
     host.map_fault_hooks.append(fail)
     try:

@@ -50,7 +50,7 @@ class WindowCounters:
         self.invalidation: StrictInvalidation | FlushQueue | None = (
             dma.cookie.invalidation if isinstance(dma, DmaApi) else None)
         if self.viommu is not None:
-            self.viommu.unmap_stale_max_ps = 0  # the job's own maximum
+            self.viommu.reset_stale_max()  # the job's own maximum
         self.start = self._read()
         self.end: CounterSnapshot | None = None
 
@@ -60,15 +60,16 @@ class WindowCounters:
             self.end = self._read()
 
     def _read(self) -> CounterSnapshot:
-        v, c, inv = self.viommu, self.container, self.invalidation
         fields: dict[str, Any] = {}
-        if v is not None:
-            fields.update(kicks=v.kicks, unmaps=v.unmaps_completed, stale_total_ps=v.unmap_stale_total_ps,
-                          requests=tuple(v.requests_by_type.get(t, 0) for t in REQUEST_TYPES))
-        if c is not None:
+        if self.viommu is not None:
+            v = self.viommu.statistics()
+            fields.update(kicks=v.kicks, unmaps=v.unmaps_completed, stale_total_ps=v.stale_total_ps,
+                          requests=v.requests)
+        if self.container is not None:
+            c = self.container.statistics()
             fields.update(host_map_calls=c.map_calls, host_unmap_calls=c.unmap_calls)
-        if inv is not None:
-            fields.update(iotlb_flushes=inv.stats().invalidations_finished)
+        if self.invalidation is not None:
+            fields.update(iotlb_flushes=self.invalidation.statistics().invalidations_finished)
         return CounterSnapshot(**fields)
 
     def delta(self) -> dict[str, Any]:
@@ -84,7 +85,9 @@ class WindowCounters:
             "iotlb_flushes": b.iotlb_flushes - a.iotlb_flushes,
             "stale_window_us": {
                 "mean": round(stale_total / unmaps / 1e6, 3) if unmaps else 0.0,
-                "max": round(self.viommu.unmap_stale_max_ps / 1e6, 3) if self.viommu is not None else 0.0,
+                # read now, not at the window's end (as before: a runtime job's max also covers the
+                # I/Os that finish after the deadline)
+                "max": round(self.viommu.statistics().stale_max_ps / 1e6, 3) if self.viommu is not None else 0.0,
             },
         }
 

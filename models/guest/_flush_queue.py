@@ -181,13 +181,18 @@ class InvalidationStats:
     ``stale_*`` measure, per released IOVA, the time from its unmap to the end of the
     invalidation that covers it (the window in which the device may still hit a stale
     IOTLB entry).  ``max_entries`` is the largest ring occupancy seen (0 when strict).
+    A snapshot, from ``statistics()`` of a StrictInvalidation or FlushQueue.
     """
 
+    #: unmapped IOVA ranges handed to the policy
     unmaps: int
+    #: IOTLB invalidations (``iommu_iotlb_sync`` / flush-queue flushes) begun and completed
     invalidations_started: int
     invalidations_finished: int
+    #: flush-queue flushes run by the timer, and inline flushes because a ring was full
     timer_flushes: int
     full_flushes: int
+    #: IOVA ranges freed back to the allocator after their invalidation
     released: int
     max_entries: int
     stale_max_ps: int
@@ -262,7 +267,7 @@ class StrictInvalidation:
         self._c.release(now_ps - t_unmap)
         return [FreeIova(cpu, pfn, pages)]
 
-    def stats(self) -> InvalidationStats:
+    def statistics(self) -> InvalidationStats:
         return self._c.snapshot()
 
 
@@ -423,7 +428,7 @@ class FlushQueue:
         """(pfn, pages, counter) of the entries waiting in ``cpu``'s ring (the single ring if single)."""
         return tuple((e.pfn, e.pages, e.counter) for e in self._ring(cpu).entries)
 
-    def stats(self) -> InvalidationStats:
+    def statistics(self) -> InvalidationStats:
         return self._c.snapshot()
 
 

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from sim import Lock, ms, seconds, sleep, us
 
 from .._errno import EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, ENOSYS, ERANGE
@@ -126,9 +128,27 @@ _STATUS_ERRNO: dict[int, int] = {
     Status.NOENT: -ENOENT, Status.FAULT: -EFAULT, Status.NOMEM: -ENOMEM,
 }
 _TYPE_NAMES = {int(t): t.name for t in ReqType}
-#: the request types in type order (the keys of ``ViommuDriver.requests_by_type``)
+#: the request types in type order (of ``ViommuDriverStats.requests``)
 REQUEST_TYPE_NAMES = tuple(_TYPE_NAMES[k] for k in sorted(_TYPE_NAMES))
 TRACE_SOURCE = "guest/virtio_iommu"
+
+
+@attrs.frozen(kw_only=True)
+class ViommuDriverStats:
+    """The virtio-iommu driver's counters at one instant (``ViommuDriver.statistics()``)."""
+
+    #: notifications written to the request queue (a sync whose ring asked for one)
+    kicks: int
+    #: requests added to the request queue, of every type
+    requests_sent: int
+    #: requests added, by type, in ``REQUEST_TYPE_NAMES`` order (ATTACH, DETACH, MAP, UNMAP, PROBE)
+    requests: tuple[int, ...]
+    #: UNMAPs seen complete by a sync
+    unmaps_completed: int
+    #: stale window of those UNMAPs (``viommu_unmap_pages`` to the sync that saw them complete): sum, in ps
+    stale_total_ps: int
+    #: ... and the largest, in ps, since the driver probed or ``reset_stale_max()``
+    stale_max_ps: int
 
 
 class ViommuProbeError(Exception):
@@ -208,18 +228,31 @@ class ViommuDriver:
         self._abandoned: dict[int, _Request] = {}
         self._domain_ids: set[int] = set()
         self._events: ViommuEvents | None = None
-        #: counters: notifications written to the request queue, requests sent (in all and by type name)
-        self.kicks = 0
-        self.requests_sent = 0
-        self.requests_by_type = dict.fromkeys(REQUEST_TYPE_NAMES, 0)
-        #: stale window of each completed UNMAP: from ``viommu_unmap_pages`` to the sync that saw it
-        #: complete (the device completes it inside that sync's kick); count, sum and max in ps
-        self.unmaps_completed = 0
-        self.unmap_stale_total_ps = 0
-        self.unmap_stale_max_ps = 0
+        # counters (read with statistics()): notifications written to the request queue, requests
+        # sent (in all and by type name); the stale window of each completed UNMAP, from
+        # ``viommu_unmap_pages`` to the sync that saw it complete (the device completes it inside
+        # that sync's kick): count, sum and max in ps
+        self._kicks = 0
+        self._requests_sent = 0
+        self._requests_by_type = dict.fromkeys(REQUEST_TYPE_NAMES, 0)
+        self._unmaps_completed = 0
+        self._stale_total_ps = 0
+        self._stale_max_ps = 0
 
     def __repr__(self) -> str:
         return f"<ViommuDriver {self.name[1]} at {self.info.slot_name}>"
+
+    def statistics(self) -> ViommuDriverStats:
+        """A snapshot of the driver's counters."""
+        return ViommuDriverStats(
+            kicks=self._kicks, requests_sent=self._requests_sent,
+            requests=tuple(self._requests_by_type[name] for name in REQUEST_TYPE_NAMES),
+            unmaps_completed=self._unmaps_completed, stale_total_ps=self._stale_total_ps,
+            stale_max_ps=self._stale_max_ps)
+
+    def reset_stale_max(self) -> None:
+        """Start a new maximum stale window (a measurement window opens)."""
+        self._stale_max_ps = 0
 
     # -- the IOMMU ops that differ between 6.7 and 6.8+ (and with them IOMMU_CAP_DEFERRED_FLUSH) --
     @property
@@ -320,9 +353,9 @@ class ViommuDriver:
             return -ENOSPC
         q.publish()
         self._requests[head] = req
-        self.requests_sent += 1
+        self._requests_sent += 1
         name = _type_name(req.type)
-        self.requests_by_type[name] = self.requests_by_type.get(name, 0) + 1
+        self._requests_by_type[name] = self._requests_by_type.get(name, 0) + 1
         if kernel.sim.tracing:
             self._trace("viommu_add_req", cpu=cpu, type=_type_name(req.type), head=head,
                         outstanding=len(self._requests))
@@ -353,7 +386,7 @@ class ViommuDriver:
         if sim.tracing:
             self._trace("viommu_sync_req", cpu=cpu, kick=kick, outstanding=len(self._requests))
         if kick:
-            self.kicks += 1
+            self._kicks += 1
             await vdev.notify(REQUESTQ)
         start = sim.now
         delay = SYNC_POLL_PS
@@ -378,9 +411,9 @@ class ViommuDriver:
             self._complete(req, used_len)
             if req.since_ps is not None:
                 stale = sim.now - req.since_ps
-                self.unmaps_completed += 1
-                self.unmap_stale_total_ps += stale
-                self.unmap_stale_max_ps = max(self.unmap_stale_max_ps, stale)
+                self._unmaps_completed += 1
+                self._stale_total_ps += stale
+                self._stale_max_ps = max(self._stale_max_ps, stale)
             if sim.tracing:
                 self._trace("viommu_req_done", cpu=cpu, type=_type_name(req.type), head=head, used_len=used_len,
                             status=req.status)

@@ -89,7 +89,7 @@ def test_612_flush_queue_timer_flushes_10ms_after_the_first_queued_unmap(staged_
     assert 0 < device_times(g, "virtio_iommu_unmap")[0] - timeout.time < us(10)
     cookie = g.core.domain_of(g.nvme).cookie  # type: ignore[union-attr]
     assert isinstance(cookie.invalidation, FlushQueue)
-    assert cookie.invalidation.stats().timer_flushes == 1
+    assert cookie.invalidation.statistics().timer_flushes == 1
     assert g.run(g.nvme.dma.map_page(2, buf, PAGE, DMA_FROM_DEVICE)) == iova  # released into CPU 2's rcache
 
 
@@ -105,7 +105,7 @@ def test_612_a_full_flush_queue_flushes_inline(staged_guest) -> None:
 
     g.run(churn())
     fq = g.core.domain_of(g.nvme).cookie.invalidation  # type: ignore[union-attr]
-    stats = fq.stats()
+    stats = fq.statistics()
     assert (stats.full_flushes, stats.timer_flushes, stats.released, len(fq.entries(0))) == (1, 0, 255, 1)
     assert g.run(g.nvme.dma.map_page(0, buf, PAGE, DMA_FROM_DEVICE)) == 0xFFF0_1000  # the last one released
 

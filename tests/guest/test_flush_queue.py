@@ -52,7 +52,7 @@ def test_strict_unmap_syncs_before_freeing_on_the_unmapping_cpu():
     assert strict.unmap(3, 0xFFF80, 16, us(11)) == [IotlbSync(2)]
     assert strict.flush_done(2, us(14)) == [FreeIova(3, 0xFFF80, 16)]
     assert strict.flush_done(1, us(15)) == [FreeIova(2, 0xFFFFD, 1)]
-    assert strict.stats() == InvalidationStats(
+    assert strict.statistics() == InvalidationStats(
         unmaps=2, invalidations_started=2, invalidations_finished=2, timer_flushes=0, full_flushes=0,
         released=2, max_entries=0, stale_max_ps=us(5), stale_total_ps=us(8),
     )
@@ -79,7 +79,7 @@ def test_fq_timer_flushes_once_and_releases_every_ring_into_the_timer_cpu():
     assert fq.timer_expired(ms(10) + us(1)) == [FlushIotlbAll(1)]
     assert fq.timer_on is False
     assert fq.flush_done(1, ms(10) + us(21)) == [FreeIova(2, 0x100, 4), FreeIova(2, 0x300, 1), FreeIova(2, 0x301, 1)]
-    stats = fq.stats()
+    stats = fq.statistics()
     assert (stats.timer_flushes, stats.released, stats.max_entries) == (1, 3, 2)
     assert stats.stale_max_ps == ms(10) + us(20)
     with pytest.raises(RuntimeError, match="not armed"):
@@ -111,7 +111,7 @@ def test_fq_queueing_first_releases_what_another_cpus_flush_covered():
     assert fq.entries(0) == ((0x100, 1, 0),)
     assert fq.queue_iova(0, 0x101, 1, 30) == [FreeIova(0, 0x100, 1)]
     assert fq.entries(0) == ((0x101, 1, 1),)
-    assert fq.stats().stale_max_ps == 20
+    assert fq.statistics().stale_max_ps == 20
 
 
 def test_fq_full_ring_flushes_inline_then_queues():
@@ -127,7 +127,7 @@ def test_fq_full_ring_flushes_inline_then_queues():
     done = fq.flush_done(1, ms(10) + 10)
     assert done == [FreeIova(0, 0x1000 + i, 1) for i in range(255)] + [ArmTimer(ms(20) + 10, 0)]
     assert fq.entries(0) == ((0x2000, 2, 2),)
-    stats = fq.stats()
+    stats = fq.statistics()
     assert (stats.full_flushes, stats.timer_flushes, stats.max_entries, stats.released) == (1, 1, 255, 255)
     assert (stats.invalidations_started, stats.invalidations_finished) == (2, 2)
 

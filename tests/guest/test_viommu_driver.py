@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import attrs
 import pytest
 
 from models._virtq_wire import (
@@ -14,7 +15,7 @@ from models._virtq_wire import (
 from models._viommu_wire import AttachReq, MapReq, Status, UnmapReq
 from models.guest._iova import IOMMU_RESV_MSI, IOMMU_RESV_SW_MSI, ResvRegion
 from models.guest._viommu_domain import MSI_IOVA_BASE, MSI_IOVA_LENGTH, ViommuDomain, ViommuEndpoint
-from models.guest._viommu_driver import VIOMMU_FEATURES, req_errno
+from models.guest._viommu_driver import VIOMMU_FEATURES, ViommuDriverStats, req_errno
 from sim import ListSink, seconds
 
 NVME, AHCI = 0x20, 0xFA
@@ -57,9 +58,9 @@ def test_add_req_queues_without_a_kick_and_sync_req_delivers_everything_in_one_k
     assert g.run(drv.add_req(1, AttachReq(5, NVME).pack())) == 0
     assert g.run(drv.add_req(1, MapReq(5, 0x1000, 0x1FFF, 0x2000_0000, 3).pack())) == 0
     assert device_events(g.sink, "virtio_iommu_handle_command") == []
-    kicks = drv.kicks
+    kicks = drv.statistics().kicks
     assert g.run(drv.sync_req(1)) == 0
-    assert drv.kicks == kicks + 1
+    assert drv.statistics().kicks == kicks + 1
     assert device_events(g.sink, "virtio_iommu_handle_command", "virtio_iommu_attach", "virtio_iommu_map") == [
         ("virtio_iommu_handle_command", {"vq": 0}),
         ("virtio_iommu_attach", {"domain_id": 5, "ep_id": NVME}),
@@ -67,7 +68,7 @@ def test_add_req_queues_without_a_kick_and_sync_req_delivers_everything_in_one_k
                               "phys_start": 0x2000_0000, "flags": 3}),
     ]
     g.run(drv.sync_req(1))
-    assert drv.kicks == kicks + 1  # nothing new was added: EVENT_IDX suppresses the notification
+    assert drv.statistics().kicks == kicks + 1  # nothing new was added: EVENT_IDX suppresses the notification
 
 
 def test_send_req_sync_returns_the_errno_of_the_device_status(staged_guest) -> None:
@@ -174,3 +175,23 @@ def test_unknown_request_status_and_the_zero_length_completion(staged_guest, fla
     assert g.run(drv.send_req_sync(0, bytes([9, 0, 0, 0]) + bytes(16)))[0] == errno
     done = [r.fields for r in g.sink.records if r.event == "viommu_req_done"][-1]
     assert (done["type"], done["status"], done["used_len"]) == ("9", status, 0 if flavor == "spec" else 4)
+
+
+def test_statistics_count_kicks_requests_and_the_unmap_stale_window(staged_guest) -> None:
+    """PROBE, ATTACH, MAP, UNMAP and the sync that sees the UNMAP complete: one snapshot pins every counter;
+    reset_stale_max starts a new maximum and leaves the rest."""
+    g = staged_guest("viommu")
+    drv = g.viommu_driver
+    assert drv.statistics() == ViommuDriverStats(kicks=0, requests_sent=0, requests=(0, 0, 0, 0, 0),
+                                                 unmaps_completed=0, stale_total_ps=0, stale_max_ps=0)
+    nvme = g.run(drv.probe_device(0, g.kernel.devices[NVME]))
+    domain = drv.domain_alloc()
+    assert g.run(drv.attach(0, domain, nvme)) == 0
+    assert g.run(drv.map_pages(0, domain, 0x1000, 0x2000_0000, 0x1000, 1, 3)) == 0
+    assert g.run(drv.unmap_pages(0, domain, 0x1000, 0x1000, 1)) == 0x1000
+    g.run(drv.iotlb_sync(0, domain))
+    after = ViommuDriverStats(kicks=4, requests_sent=4, requests=(1, 0, 1, 1, 1), unmaps_completed=1,
+                              stale_total_ps=6_450_000, stale_max_ps=6_450_000)
+    assert drv.statistics() == after
+    drv.reset_stale_max()
+    assert drv.statistics() == attrs.evolve(after, stale_max_ps=0)

@@ -4,7 +4,7 @@ import errno
 
 from models import GuestMemory, MachineConfig
 from models._cost import CostModel
-from models._host import HostMapping, HostVfio
+from models._host import HostMapping, HostVfio, HostVfioStats, VfioContainerStats
 from models._machine import realize_vfio
 from models._viommu import VirtioIommu
 from models._viommu_wire import AttachReq, DetachReq, MapReq, Status, UnmapReq
@@ -28,7 +28,7 @@ def test_dma_map_pins_pages_and_costs_ioctl_plus_per_page():
     host, c = container()
     assert c.dma_map(0x10000, 0x4000, 0x7000000, False) == (0, COST.vfio_map_ioctl_ps + 4 * ns(100))
     assert c.mappings() == [HostMapping(0x10000, 0x4000, 0x7000000, False)]
-    assert (c.pinned_pages, host.pinned_pages, c.map_calls) == (4, 4, 1)
+    assert (c.statistics().pinned_pages, host.statistics().pinned_pages, c.statistics().map_calls) == (4, 4, 1)
     assert c.lookup(0x13FFF) == c.mappings()[0] and c.lookup(0x14000) is None
 
 
@@ -37,7 +37,7 @@ def test_dma_unmap_unpins_and_costs_ioctl_plus_iotlb_invalidation():
     _, c = container()
     c.dma_map(0x10000, 0x4000, 0x7000000, False)
     assert c.dma_unmap(0x10000, 0x4000) == (0, UNMAP)
-    assert (c.mappings(), c.pinned_pages, c.unmap_calls) == ([], 0, 1)
+    assert (c.mappings(), c.statistics().pinned_pages, c.statistics().unmap_calls) == ([], 0, 1)
     assert c.dma_unmap(0x10000, 0x4000) == (0, UNMAP)
 
 
@@ -51,7 +51,8 @@ def test_dma_map_errors_follow_type1():
     assert c.dma_map(0x20000, 0, 0x8000000, False)[0] == -errno.EINVAL
     assert c.dma_map(0x20000, 0x1000, 0x8000000, True)[0] == 0
     assert c.dma_map(0x30000, 0x1000, 0x9000000, True)[0] == -errno.ENOSPC
-    assert (c.map_calls, c.map_errors, c.pinned_pages) == (7, 5, 3)
+    stats = c.statistics()
+    assert (stats.map_calls, stats.map_errors, stats.pinned_pages) == (7, 5, 3)
 
 
 def test_dma_unmap_refuses_to_bisect_a_mapping():
@@ -62,7 +63,7 @@ def test_dma_unmap_refuses_to_bisect_a_mapping():
     assert c.dma_unmap(0x11000, 0x1000)[0] == -errno.EINVAL
     assert c.dma_unmap(0x0, 0x21000)[0] == 0
     assert c.dma_unmap(0x10000, 0x11000) == (0, UNMAP)
-    assert c.mappings() == [] and c.pinned_pages == 0
+    assert c.mappings() == [] and c.statistics().pinned_pages == 0
 
 
 def vfio_machine(**host_kw: object) -> tuple[VirtioIommu, HostVfio, ListSink]:
@@ -110,12 +111,12 @@ def test_vfio_attach_unpins_guest_ram_once_and_detach_repins_it():
     mem = GuestMemory(MachineConfig().memory)
     dev, host, _ = vfio_machine(memory=mem)
     ram_pages = (64 << 30) // 4096
-    assert host.pinned_pages == ram_pages
+    assert host.statistics().pinned_pages == ram_pages
     first = run(dev, AttachReq(1, NVME))
     assert first.host_ps == COST.vfio_attach_ps + 2 * UNMAP
-    assert host.pinned_pages == 0
+    assert host.statistics().pinned_pages == 0
     assert run(dev, DetachReq(1, NVME)).status == Status.OK
-    assert host.pinned_pages == ram_pages
+    assert host.statistics().pinned_pages == ram_pages
     assert run(dev, AttachReq(2, NVME)).host_ps == 2 * UNMAP
 
 
@@ -127,9 +128,9 @@ def test_vfio_map_and_unmap_use_the_same_pow2_chunks():
     assert out.host_ps == 3 * COST.vfio_map_ioctl_ps + 4 * COST.vfio_map_per_page_ps
     c = host.container(NVME)
     assert [(m.iova, m.size) for m in c.mappings()] == [(0x1000, 0x1000), (0x2000, 0x2000), (0x4000, 0x1000)]
-    assert c.pinned_pages == 4
+    assert c.statistics().pinned_pages == 4
     assert run(dev, UnmapReq(1, 0, 0xFFFFF)).host_ps == 3 * UNMAP
-    assert (c.mappings(), c.pinned_pages, c.unmap_errors) == ([], 0, 0)
+    assert (c.mappings(), c.statistics().pinned_pages, c.statistics().unmap_errors) == ([], 0, 0)
 
 
 def test_read_only_map_becomes_a_read_only_host_mapping():
@@ -149,7 +150,7 @@ def test_failed_host_map_is_logged_and_the_guest_still_sees_ok():
     assert out.status == Status.OK
     assert out.host_ps == COST.vfio_map_ioctl_ps
     c = host.container(NVME)
-    assert (c.mappings(), c.map_errors, c.pinned_pages) == ([], 1, 0)
+    assert (c.mappings(), c.statistics().map_errors, c.statistics().pinned_pages) == ([], 1, 0)
     assert [r.fields["message"] for r in sink.records if r.event == "error_report"] == [
         "VFIO_MAP_DMA failed: Cannot allocate memory",
         "vfio_container_dma_map(vfio-00:04.0, 0x1000, 0x1000, 0x200000) = -12 (Cannot allocate memory)",
@@ -165,8 +166,8 @@ def test_joining_a_populated_domain_maps_twice_and_vfio_logs_eexist():
     out = run(dev, AttachReq(1, NVME))
     assert out.status == Status.OK
     c = host.container(NVME)
-    assert (len(c.mappings()), c.map_calls, c.map_errors) == (1, 2, 1)
-    assert host.errors == 2
+    assert (len(c.mappings()), c.statistics().map_calls, c.statistics().map_errors) == (1, 2, 1)
+    assert host.statistics().errors == 2
 
 
 def test_map_to_non_ram_is_logged_and_skipped():
@@ -176,7 +177,7 @@ def test_map_to_non_ram_is_logged_and_skipped():
     run(dev, AttachReq(1, NVME))
     assert run(dev, MapReq(1, 0x1000, 0x1FFF, 0xFEC00000, 3)).status == Status.OK
     c = host.container(NVME)
-    assert (c.mappings(), c.map_calls) == ([], 2)  # the two RAM sections at boot
+    assert (c.mappings(), c.statistics().map_calls) == ([], 2)  # the two RAM sections at boot
     assert [r.fields["message"] for r in sink.records if r.event == "error_report"] == [
         "iommu map to non memory area fec00000"]
 
@@ -190,3 +191,16 @@ def test_guest_reset_unmaps_vfio_and_returns_to_bypass():
     c = host.container(NVME)
     assert (dev.domains, dev.endpoints, c.mappings(), c.translated) == ({}, {}, [], False)
     assert dev.devices[NVME].mr.notifiers == []
+
+
+def test_statistics_snapshot_the_container_and_the_host():
+    """Two maps (one overlapping), one good and one bisecting unmap: every counter of both snapshots."""
+    host, c = container()
+    c.dma_map(0x10000, 0x4000, 0x7000000, False)
+    c.dma_map(0x11000, 0x1000, 0x8000000, False)  # -EEXIST
+    c.dma_map(0x20000, 0x2000, 0x9000000, True)
+    c.dma_unmap(0x20000, 0x1000)  # -EINVAL: cuts the 8 KiB mapping
+    c.dma_unmap(0x10000, 0x4000)
+    assert c.statistics() == VfioContainerStats(map_calls=3, unmap_calls=2, map_errors=1, unmap_errors=1,
+                                                pinned_pages=2, mappings=1)
+    assert host.statistics() == HostVfioStats(errors=2, pinned_pages=2)

@@ -100,7 +100,7 @@ def test_ten_thousand_random_commands_leave_the_disk_equal_to_the_reference():
     """10,000 seeded reads/writes (PRP lists, SGLs, 4 queues) end with the store equal to a bytearray copy."""
     state, drv, _ = run(lambda d: workload(d, 10_000), "vfio", seed=7)
     ns = drv.ctrl.namespaces[1]
-    stats = drv.ctrl.stats()
+    stats = drv.ctrl.statistics()
 
     assert (state["done"], state["bad"]) == (10_000, [])
     assert drv.port.faults == []

@@ -125,7 +125,7 @@ def test_ten_thousand_random_commands_through_the_iommu_leave_the_disk_equal_to_
     ctrl = drv.machine.nvme
     assert (state["done"], state["bad"]) == (10_000, [])
     assert ctrl.namespaces[1].read(0, WINDOW) == state["ref"]
-    assert ctrl.stats().dma_faults == 0
+    assert ctrl.statistics().dma_faults == 0
     assert drv.maps_sent > 600
     viommu = drv.machine.viommu
     assert viommu.faults_reported == 0
@@ -133,7 +133,7 @@ def test_ten_thousand_random_commands_through_the_iommu_leave_the_disk_equal_to_
         assert drv.machine.nvme_dma.faults == []
         assert len(drv.machine.host.container(drv.machine.nvme_pci.bdf).mappings()) == drv.maps_sent
     else:
-        assert drv.machine.nvme_dma.reads > 10_000  # SQ fetches and data, each through translate()
+        assert drv.machine.nvme_dma.statistics().reads > 10_000  # SQ fetches and data, each through translate()
 
 
 async def _read_before_and_after_unmap(drv: MachineNvmeDriver) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def test_dropped_request_queue_interrupts_leave_the_linux_boot_unchanged() -> No
     ref_sim, ref_kernel, _ = _boot_with(drop=False)
     assert fault is not None and fault.dropped == len(fault.raised) == 1  # EVENT_IDX: the first decision only
     assert kernel.printk.dmesg() == ref_kernel.printk.dmesg()
-    assert kernel.boot.viommu.requests_sent == ref_kernel.boot.viommu.requests_sent > 50
+    assert kernel.boot.viommu.statistics().requests_sent == ref_kernel.boot.viommu.statistics().requests_sent > 50
     assert sim.now == ref_sim.now
 
 
