@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import attrs
 
 from models import ConfigError, CostModel, build_machine, machine_config
-from models.guest import boot
+from models.guest import PAGE_SIZE, boot
 from sim import PS_PER_S, Simulator, Task, sleep
 
 from ._histogram import LatencyHistogram
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
     from models import Machine
     from models.guest import GuestKernel, NvmeDriver, PageAllocator
 
-PAGE_SIZE = 4096
 NVME_READ, NVME_WRITE = 0x02, 0x01
 
 

@@ -25,6 +25,7 @@ from ._flush_queue import (
 )
 from ._iommu_core import IommuCore as IommuCore, IommuOps as IommuOps
 from ._kernel import GuestKernel as GuestKernel
+from ._kmem_consts import PAGE_SIZE as PAGE_SIZE
 from ._lspci import PciIds as PciIds, lspci as lspci
 from ._mm import PageAllocator as PageAllocator
 from ._nvme_pci import NvmeDriver as NvmeDriver
@@ -42,8 +43,8 @@ from ._virtqueue_driver import DriverQueue as DriverQueue
 __all__ = sorted(
     [
         "DmaApi", "DmaMapOps", "DriverQueue", "FlushQueue", "GuestDevice", "GuestKernel", "IommuCore", "IommuOps",
-        "NvmeDriver", "OPS", "PageAllocator", "PciDeviceInfo", "PciIds", "ReplayRequest", "StrictInvalidation",
-        "ViommuDriver", "boot", "dma_domain_policy", "encode_request", "enumerate_bus", "lspci",
+        "NvmeDriver", "OPS", "PAGE_SIZE", "PageAllocator", "PciDeviceInfo", "PciIds", "ReplayRequest",
+        "StrictInvalidation", "ViommuDriver", "boot", "dma_domain_policy", "encode_request", "enumerate_bus", "lspci",
         "raw_viommu_platform", "virtio_iommu_map_batching", "writable_size",
     ]
 )
