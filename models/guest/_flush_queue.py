@@ -228,6 +228,16 @@ def _check_nonneg(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a non-negative int, not {value!r}")
 
 
+def _check_unmap(ncpus: int, cpu: int, pfn: int, pages: int, now_ps: int) -> None:
+    """The arguments of an unmap, as both policies take them."""
+    if not 0 <= cpu < ncpus:
+        raise ValueError(f"cpu {cpu!r} out of range 0..{ncpus - 1}")
+    _check_nonneg("pfn", pfn)
+    _check_nonneg("now_ps", now_ps)
+    if pages < 1:
+        raise ValueError(f"an unmap covers at least one page, not {pages!r}")
+
+
 # -- strict ------------------------------------------------------------------------------
 
 
@@ -244,12 +254,7 @@ class StrictInvalidation:
 
     def unmap(self, cpu: int, pfn: int, pages: int, now_ps: int) -> list[Action]:
         """``__iommu_dma_unmap`` after ``iommu_unmap_fast``: sync the IOTLB, then free."""
-        if not 0 <= cpu < self.ncpus:
-            raise ValueError(f"cpu {cpu!r} out of range 0..{self.ncpus - 1}")
-        _check_nonneg("pfn", pfn)
-        _check_nonneg("now_ps", now_ps)
-        if pages < 1:
-            raise ValueError(f"an unmap covers at least one page, not {pages!r}")
+        _check_unmap(self.ncpus, cpu, pfn, pages, now_ps)
         token = self._next_token
         self._next_token += 1
         self._pending[token] = (cpu, pfn, pages, now_ps)
@@ -368,12 +373,7 @@ class FlushQueue:
     def queue_iova(self, cpu: int, pfn: int, pages: int, now_ps: int) -> list[Action]:
         """``queue_iova`` on ``cpu`` after ``iommu_unmap_fast`` (no sync).  Callers must serialise
         calls for one ring (the kernel's ``fq->lock``); a ring busy with an inline flush raises."""
-        if not 0 <= cpu < self.ncpus:
-            raise ValueError(f"cpu {cpu!r} out of range 0..{self.ncpus - 1}")
-        _check_nonneg("pfn", pfn)
-        _check_nonneg("now_ps", now_ps)
-        if pages < 1:
-            raise ValueError(f"an unmap covers at least one page, not {pages!r}")
+        _check_unmap(self.ncpus, cpu, pfn, pages, now_ps)
         ring = self._ring(cpu)
         if ring.locked:
             raise RuntimeError(f"flush queue of cpu {cpu} is locked by an inline flush; serialise queue_iova")
