@@ -32,7 +32,8 @@ import attrs
 from sim import Simulator, Timer
 
 from ._cost import CostModel
-from ._interrupts import InterruptController, q35_intx_gsi
+from ._interrupts import q35_intx_gsi
+from ._seams import InterruptSink
 from ._pci_caps import CapabilityChain
 from ._pci_ids import PCI_SUBDEVICE_ID_QEMU, PCI_SUBVENDOR_ID_REDHAT_QUMRANET
 from ._pci_config import (
@@ -382,7 +383,7 @@ class _Window:
 class PciBus:
     """The q35 root bus (bus 0): config space by BDF, memory and I/O decode of the BARs."""
 
-    def __init__(self, sim: Simulator, cost: CostModel, irq: InterruptController) -> None:
+    def __init__(self, sim: Simulator, cost: CostModel, irq: InterruptSink) -> None:
         self.sim = sim
         self.cost = cost
         self.irq = irq
