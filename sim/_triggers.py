@@ -484,7 +484,9 @@ class _CombineState:
 
 
 def _as_trigger(obj: Any) -> Primable:
-    if isinstance(obj, Primable):
+    if isinstance(obj, (Trigger, Task)):  # the common case, without the Protocol's slow isinstance
+        return obj  # both implement Primable
+    if isinstance(obj, Primable):  # a user's trigger with _prime and _unprime
         return obj
     if hasattr(obj, "send"):
         raise TypeError(
