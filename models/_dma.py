@@ -20,6 +20,13 @@ All ports refuse DMA while the function's bus-master bit is off (PCI command
 register bit 2) and raise ``DmaFault``.  A port behind an IOMMU traces every access
 (source "dma", event "dma_access": initiator, bdf, iova, size, access, and the
 first piece's ``paddr`` or the ``fault`` reason) when its simulator is tracing.
+
+An access through the virtio-iommu that lands outside the mapping that translated
+it (the qemu flavour mirrors QEMU, whose IOTLB entry is a whole granule: a 2 KiB
+mapping lets a 4 KiB DMA through, an off-granule phys_start shifts it, a physical
+range past 2^64 wraps to 0) is traced as a warning, event "dma_escape" with the
+bytes outside the mapping (``outside``) and the mapping's bounds; the port counts
+them in ``escaped_bytes``.
 """
 
 from __future__ import annotations
@@ -111,6 +118,9 @@ class _Port:
         """(guest-physical address, bytes valid from it) or raise DmaFault."""
         raise NotImplementedError
 
+    def _landed(self, iova: int, paddr: int, size: int, access: int) -> None:
+        """Called for each piece after ``_translate``: ``size`` bytes at ``iova`` go to ``paddr``."""
+
     def _pieces(self, iova: int, size: int, access: int) -> list[tuple[int, int]]:
         if not self.bus_master():
             raise DmaFault(iova, access, "bus mastering is disabled")
@@ -119,6 +129,7 @@ class _Port:
         while pos < end:
             paddr, valid = self._translate(pos, access)
             n = min(valid, end - pos)
+            self._landed(pos, paddr, n, access)
             out.append((paddr, n))
             pos += n
         return out
@@ -163,14 +174,34 @@ class ViommuDmaPort(_Port):
         self.viommu = viommu
         self.endpoint = endpoint
         self._traced(viommu.sim, endpoint)
+        #: bytes of accesses that landed outside the mapping that translated them (``dma_escape``)
+        self.escaped_bytes = 0
+        self._mapping: Any = None
 
     def _translate(self, iova: int, access: int) -> tuple[int, int]:
         t = self.viommu.translate(self.endpoint, iova, access)
         if not t.ok:
             raise DmaFault(iova, access, f"virtio-iommu fault (reason {t.fault_reason})")
+        self._mapping = t.mapping
         # the entry covers the naturally aligned block addr_mask + 1 around iova
         valid = (t.addr_mask + 1) - (iova & t.addr_mask)
         return t.paddr, valid
+
+    def _landed(self, iova: int, paddr: int, size: int, access: int) -> None:
+        m = self._mapping
+        if m is None:
+            return
+        # the mapping's physical range, unwrapped: [phys_start, phys_start + length)
+        lo = m.phys_start
+        hi = lo + (m.virt_end - m.virt_start) + 1
+        outside = size - max(0, min(paddr + size, hi) - max(paddr, lo))
+        if outside:
+            self.escaped_bytes += outside
+            tracer = self._tracer
+            if tracer is not None and tracer.enabled:
+                tracer("dma_escape", iova=iova, size=size, paddr=paddr, outside=outside,
+                       access="read" if access == DMA_READ else "write", virt_start=m.virt_start,
+                       virt_end=m.virt_end, phys_start=m.phys_start)
 
 
 class HostIommuDmaPort(_Port):

@@ -23,9 +23,9 @@ from sim import Lock, Simulator, Timer
 
 from ._config import MachineConfig
 from ._iommu_notify import HostIommuDevice
-from ._viommu_requests import RequestFramingError, RequestOutcome, ViommuRequests
+from ._viommu_requests import RequestFramingError, RequestOutcome, ViommuRequests, request_size
 from ._viommu_state import X86_RESERVED_REGIONS, ReservedRegion
-from ._viommu_wire import EVENTQ, F_BYPASS_CONFIG, QEMU_FEATURES, REQUESTQ, VIRTIO_ID_IOMMU, FaultEvent, IommuConfig
+from ._viommu_wire import EVENTQ, F_BYPASS_CONFIG, HEAD_SIZE, QEMU_FEATURES, REQUESTQ, VIRTIO_ID_IOMMU, FaultEvent, IommuConfig
 from ._virtqueue import DeviceQueue, VirtqueueError
 
 __all__ = ["EVENTQ", "QUEUE_SIZE", "REQUESTQ", "RequestFramingError", "RequestOutcome", "VirtioIommu"]
@@ -155,7 +155,8 @@ class VirtioIommu(ViommuRequests):
         """virtio_iommu_handle_command: pop every available chain, answer each in ring order.
 
         One used entry and one interrupt decision per request (virtqueue_push then
-        virtio_notify).  A malformed chain breaks the device (virtio_error) and stops the loop.
+        virtio_notify).  Each request reads its head, then its type's size
+        (``request_size``), and writes only its reply into the writable part.  A malformed chain breaks the device (virtio_error) and stops the loop.
         """
         async with self.bql:
             await Timer(self.cost.viommu_notify_ps)
@@ -174,8 +175,11 @@ class VirtioIommu(ViommuRequests):
                 return
             if chain is None:
                 return
+            # the head, then only the request's own size (virtio_iommu_iov_to_req), never the whole
+            # readable part: a chain costs what its request needs, whatever its descriptors claim
+            request = chain.read(request_size(chain.read(HEAD_SIZE)))
             try:
-                outcome = self.process_request(chain.read(), chain.writable_len)
+                outcome = self.process_request(request, chain.writable_len, chain.readable_len)
             except RequestFramingError as e:
                 queue.detach(chain)
                 self._virtio_error(e.reason)

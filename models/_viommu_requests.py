@@ -7,6 +7,9 @@ Follows hw/virtio/virtio-iommu.c ``virtio_iommu_handle_attach``/``_detach``/``_m
 plain synchronous decisions: ``process_request``/``handle_request`` take the bytes of
 a request's device-readable part and the size of its device-writable part and
 return the reply; the device (models/_viommu.py) pops the chains and applies time.
+The device reads no more of the readable part than ``request_size`` of its type
+(QEMU: the head, then ``virtio_iommu_iov_to_req`` of the struct's size), so a
+request costs its own size whatever lengths the guest's descriptors claim.
 
 Where QEMU versions differ, this models QEMU 9.1/9.2 (the seed's QEMU runs
 system/memory.c and hw/vfio/common.c, i.e. 8.1..9.2): DETACH deletes the endpoint
@@ -28,13 +31,13 @@ Two flavours (``MachineConfig.flavor``):
   existing domain                         INVAL (endpoint left detached)   "as if DETACH then ATTACH", atomically)
   ATTACH to the endpoint's own domain     detach + attach: a sole member   no change, OK (the DETACH+ATTACH rule is
                                           destroys and recreates it empty  for "another domain")
-  ATTACH/DETACH/PROBE endpoint id         bits 16..31 ignored for the      must be exactly a managed BDF
-                                          device lookup
   DETACH of a managed, unattached         NOENT (no endpoint record)       INVAL (DETACH: NOENT only if the endpoint
   endpoint                                                                 doesn't exist; MAY INVAL if not attached)
   MAP start/phys/end+1 off the granule    accepted                         RANGE (MAP: SHOULD)
   MAP outside ``input_range``             accepted                         RANGE ("any mapping request ... outside
                                                                            this range fails"; no status given)
+  MAP whose physical range wraps past     accepted (warning traced:        RANGE (the range names no physical
+  2^64 (phys_start + size > 2^64)         ``virtio_iommu_map_phys_wrap``)  address past 2^64 - 1)
   MAP over a RESV_MEM region of an        accepted                         INVAL (RESV_MEM: SHOULD reject; no status
   endpoint in the domain                                                   given)
   UNMAP that would split a mapping        RANGE after removing the lower   RANGE, nothing removed (UNMAP: SHOULD NOT
@@ -45,7 +48,23 @@ Two flavours (``MachineConfig.flavor``):
                                                                            used = writable size (PROBE: SHOULD INVAL)
   ======================================  ===============================  ==========================================
 
+Off-granule mappings in the qemu flavour translate as QEMU does
+(``virtio_iommu_translate`` returns an entry of the granule's size, then
+``address_space_translate_iommu`` keeps the address's offset in the granule), so a DMA
+can land outside the mapping; the DMA port traces each such access (``dma_escape``,
+models/_dma.py).  The spec flavour refuses those MAPs, so its DMA never escapes.
+
 Simulator choices, the same in both flavours (documented divergences from QEMU):
+
+* An endpoint id is a function's 16-bit requester id (QEMU ``PCI_BUILD_BDF``), and
+  every view keys it by exactly that: the request handlers, ``translate``, the
+  IOMMU region's notifiers and the VFIO container behind them.  QEMU's
+  ``virtio_iommu_mr`` finds the device from bits 0..15 (``PCI_BUS_NUM``, devfn) but
+  keys the endpoint record by all 32 bits, so ATTACH 0x10020 makes a second record
+  for function 0x20 whose domain the VFIO notifiers follow while translate uses
+  0x20's: two views of one function disagree about its domain.  Here an id with bits
+  16..31 set names no function: ATTACH/DETACH/PROBE get NOENT (ATTACH: "If the
+  endpoint doesn't exist, the device MUST reject with VIRTIO_IOMMU_S_NOENT").
 
 * QEMU keeps mappings in a GLib AVL tree whose lookups return *some* overlapping
   interval, depending on the tree's shape.  Here mappings are a SortedDict keyed by
@@ -65,6 +84,7 @@ from typing import Callable, TypeVar
 import attrs
 
 from ._viommu_state import Domain, Mapping, ViommuState
+from ._wire import U64
 from ._viommu_wire import (
     ATTACH_F_BYPASS,
     HEAD_SIZE,
@@ -116,16 +136,22 @@ class ViommuRequests(ViommuState):
         outcome = self.process_request(request, writable_len)
         return outcome.reply, outcome.used_len
 
-    def process_request(self, request: bytes, writable_len: int) -> RequestOutcome:
-        """handle_request plus the status and the host time the request's notifiers cost."""
-        if writable_len < TAIL_SIZE or len(request) < HEAD_SIZE:
+    def process_request(self, request: bytes, writable_len: int, readable_len: int | None = None) -> RequestOutcome:
+        """handle_request plus the status and the host time the request's notifiers cost.
+
+        ``readable_len`` is the size of the whole device-readable part when ``request``
+        holds only its first ``request_size`` bytes (the device's bounded read); by
+        default it is ``len(request)``.
+        """
+        size = len(request) if readable_len is None else readable_len
+        if writable_len < TAIL_SIZE or size < HEAD_SIZE:
             raise RequestFramingError("virtio-iommu bad head/tail size")
         self._host_ps = 0
         rtype = request[0]
         if rtype == ReqType.PROBE:
-            status, reply, used = self._handle_probe(request, writable_len)
+            status, reply, used = self._handle_probe(request, writable_len, size)
         elif rtype in _SIMPLE:
-            self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=len(request))
+            self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=size)
             status = self._handle_simple(rtype, request)
             reply, used = ReqTail(status).pack(), TAIL_SIZE
         elif self.flavor == "spec":
@@ -209,11 +235,17 @@ class ViommuRequests(ViommuState):
                 return Status.RANGE
             if req.virt_start < self.input_range[0] or req.virt_end > self.input_range[1]:
                 return Status.RANGE
+            if req.phys_start + (req.virt_end - req.virt_start) > U64:
+                return Status.RANGE
             for ep in domain.endpoints:
                 if any(r.start <= req.virt_end and req.virt_start <= r.end for r in ep.dev.resv):
                     return Status.INVAL
         if domain.first_overlap(req.virt_start, req.virt_end) is not None:
             return Status.INVAL
+        if req.phys_start + (req.virt_end - req.virt_start) > U64:
+            self._trace("virtio_iommu_map_phys_wrap", domain_id=req.domain, virt_start=req.virt_start,
+                        virt_end=req.virt_end, phys_start=req.phys_start,
+                        wrapped=req.phys_start + (req.virt_end - req.virt_start) - U64)
         self._trace(
             "virtio_iommu_map", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end,
             phys_start=req.phys_start, flags=req.flags,
@@ -251,9 +283,9 @@ class ViommuRequests(ViommuState):
         del domain.mappings[m.virt_start]
         self._trace("virtio_iommu_unmap_done", domain_id=domain.id, virt_start=m.virt_start, virt_end=m.virt_end)
 
-    def _handle_probe(self, request: bytes, writable_len: int) -> tuple[Status, bytes, int]:
+    def _handle_probe(self, request: bytes, writable_len: int, size: int) -> tuple[Status, bytes, int]:
         """virtio_iommu_handle_probe: probe_size bytes of properties then the tail."""
-        self._trace("virtio_iommu_handle_probe", size=len(request))
+        self._trace("virtio_iommu_handle_probe", size=size)
         buf = bytearray(self.probe_size + TAIL_SIZE)
         status = Status.INVAL if len(request) < ProbeReq.SIZE else self._probe(ProbeReq.unpack(request), buf)
         need = self.probe_size + TAIL_SIZE
@@ -267,8 +299,7 @@ class ViommuRequests(ViommuState):
 
     def _probe(self, req: ProbeReq, buf: bytearray) -> Status:
         """virtio_iommu_probe: one RESV_MEM property per reserved region, ascending."""
-        key = req.endpoint if self.flavor == "spec" else req.endpoint & 0xFFFF
-        dev = self.devices.get(key)
+        dev = self.devices.get(req.endpoint)
         if dev is None:
             return Status.NOENT
         if len(dev.resv) * ProbeResvMem.SIZE > self.probe_size:
@@ -292,6 +323,20 @@ class ViommuRequests(ViommuState):
 
 
 _SIMPLE = frozenset((ReqType.ATTACH, ReqType.DETACH, ReqType.MAP, ReqType.UNMAP))
+_REQUEST_SIZES: dict[int, int] = {ReqType.ATTACH: AttachReq.SIZE, ReqType.DETACH: DetachReq.SIZE, ReqType.MAP: MapReq.SIZE,
+                  ReqType.UNMAP: UnmapReq.SIZE, ReqType.PROBE: ProbeReq.SIZE}
+
+
+def request_size(head: bytes) -> int:
+    """How many readable bytes the device reads for a request whose first bytes are ``head``.
+
+    The struct's device-readable size for a known type (QEMU ``iov_to_buf`` of
+    ``sizeof(req) - sizeof(tail)``), the head alone for an unknown one, and what there
+    is when even the head is short (the framing check then breaks the device).
+    """
+    if len(head) < HEAD_SIZE:
+        return len(head)
+    return _REQUEST_SIZES.get(head[0], HEAD_SIZE)
 _Req = TypeVar("_Req", AttachReq, DetachReq, MapReq, UnmapReq)
 
 

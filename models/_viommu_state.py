@@ -22,6 +22,10 @@ address space.
 Mappings are a SortedDict per domain keyed by ``virt_start`` (QEMU: a GLib tree);
 translate uses the mapping that contains the address (see the flavour notes in
 models/_viommu_requests.py).
+
+Endpoints are keyed by the function's 16-bit requester id everywhere (the device
+records, translate, the IOMMU regions and, through their notifiers, the VFIO
+containers), so no id aliases a function: an id with bits 16..31 set names none.
 """
 
 from __future__ import annotations
@@ -131,9 +135,11 @@ class IommuDevice:
 
 
 class Endpoint:
-    """An endpoint record (created by ATTACH); ``id`` is the full 32-bit request value."""
+    """An endpoint record (created by ATTACH); ``id`` is its function's requester id, ``dev.bdf``."""
 
     def __init__(self, ep_id: int, dev: IommuDevice) -> None:
+        if ep_id != dev.bdf:
+            raise ValueError(f"endpoint {ep_id:#x} is not the requester id {dev.bdf:#x} of its function")
         self.id = ep_id
         self.dev = dev
         self.domain: Domain | None = None
@@ -192,7 +198,14 @@ class Domain:
 
 @attrs.frozen
 class Translation:
-    """Result of translate(): QEMU's IOMMUTLBEntry plus the fault it reported, if any."""
+    """Result of translate(): QEMU's IOMMUTLBEntry as the access uses it, plus the fault it reported.
+
+    ``paddr`` is where the access at the translated address lands (include/exec/memory.h
+    ``address_space_translate_iommu``: ``(translated_addr & ~addr_mask) | (addr &
+    addr_mask)``), valid up to the end of the ``addr_mask + 1`` block.  ``mapping`` is
+    the mapping that translated it (None for identity, bypass, MSI and faults), so a
+    DMA port can tell the bytes that land outside it.
+    """
 
     ok: bool
     paddr: int
@@ -200,6 +213,7 @@ class Translation:
     addr_mask: int
     fault_reason: int | None = None
     fault: FaultEvent | None = None
+    mapping: Mapping | None = None
 
 
 class ViommuState(abc.ABC):
@@ -284,11 +298,15 @@ class ViommuState(abc.ABC):
 
     # -- domains and endpoints --------------------------------------------------------------
     def _get_endpoint(self, ep_id: int) -> Endpoint | None:
-        """virtio_iommu_get_endpoint: existing record, or a new one if the BDF has an IOMMUDevice."""
+        """virtio_iommu_get_endpoint: existing record, or a new one if the id is a function's requester id.
+
+        QEMU's virtio_iommu_mr drops bits 16..31 before the device lookup; here the
+        whole id must be the BDF, so one function has one record (module docstring).
+        """
         ep = self.endpoints.get(ep_id)
         if ep is not None:
             return ep
-        dev = self.devices.get(ep_id & 0xFFFF)
+        dev = self.devices.get(ep_id)
         if dev is None:
             return None
         ep = self.endpoints[ep_id] = Endpoint(ep_id, dev)
@@ -391,8 +409,16 @@ class ViommuState(abc.ABC):
         Functions not behind this vIOMMU, and functions whose address space is the bypass
         alias, get the identity without a translate call (QEMU never reaches
         virtio_iommu_translate for them).  A failed translation reports a fault on the
-        eventq.
+        eventq.  ``endpoint`` is a requester id (16 bits); anything wider is refused.
+
+        A mapping hit gives QEMU's entry (``translated_addr = addr - virt_start +
+        phys_start``, ``addr_mask`` of the granule) as address_space_translate_iommu
+        applies it: the access keeps its offset in the granule and may run to the
+        granule's end, past a mapping smaller than a granule or not aligned to one (only
+        the qemu flavour accepts those MAPs).
         """
+        if not 0 <= endpoint <= 0xFFFF:
+            raise ValueError(f"endpoint {endpoint:#x} is not a 16-bit requester id")
         mask = (self.page_size_mask & -self.page_size_mask) - 1
         dev = self.devices.get(endpoint)
         if dev is None or not dev.translated:
@@ -420,10 +446,10 @@ class ViommuState(abc.ABC):
         flags |= FAULT_F_WRITE if access & IOMMU_WO and not m.flags & MAP_F_WRITE else 0
         if flags:
             return self._fault(endpoint, iova, FAULT_R_MAPPING, flags | FAULT_F_ADDRESS, mask)
-        paddr = (iova - m.virt_start + m.phys_start) & U64
+        translated = (iova - m.virt_start + m.phys_start) & U64
         if sim.tracing:
-            sim.trace(self.name, "virtio_iommu_translate_out", virt_addr=iova, phys_addr=paddr, sid=endpoint)
-        return Translation(True, paddr, access, mask)
+            sim.trace(self.name, "virtio_iommu_translate_out", virt_addr=iova, phys_addr=translated, sid=endpoint)
+        return Translation(True, (translated & ~mask) | (iova & mask), access, mask, mapping=m)
 
     def _fault(self, endpoint: int, iova: int, reason: int, flags: int, mask: int) -> Translation:
         fault = FaultEvent(reason, flags, endpoint, iova)

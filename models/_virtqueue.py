@@ -106,10 +106,32 @@ class Chain:
     def __repr__(self) -> str:
         return f"Chain(head={self.head}, out={self.readable_len}B/{len(self.readable)}, in={self.writable_len}B/{len(self.writable)})"
 
-    def read(self) -> bytes:
-        """All device-readable bytes in chain order (QEMU ``iov_to_buf`` from offset 0)."""
+    def read(self, size: int | None = None, offset: int = 0) -> bytes:
+        """Up to ``size`` device-readable bytes from byte ``offset``, in chain order (QEMU ``iov_to_buf``).
+
+        Only the segments' parts inside [offset, offset + size) are read, so what a read
+        costs is bounded by ``size``, not by the lengths the guest put in the descriptors
+        (a request's device reads its own size: virtio_iommu_handle_command copies the head,
+        then ``virtio_iommu_iov_to_req`` the request's struct).  ``size=None`` reads the
+        whole readable part (at most 2^32 - 1 bytes, the chain limit).  Fewer bytes come
+        back when the readable part ends first.
+        """
+        if offset < 0 or (size is not None and size < 0):
+            raise ValueError(f"negative offset {offset} or size {size}")
         mem = self._memory
-        return b"".join(mem.dma_read(addr, n, self._initiator) for addr, n in self.readable)
+        want = self.readable_len - offset if size is None else size
+        out: list[bytes] = []
+        for addr, n in self.readable:
+            if want <= 0:
+                break
+            if offset >= n:
+                offset -= n
+                continue
+            take = min(n - offset, want)
+            out.append(mem.dma_read(addr + offset, take, self._initiator))
+            want -= take
+            offset = 0
+        return b"".join(out)
 
     def write(self, data: bytes, offset: int = 0) -> int:
         """Scatter ``data`` into the writable segments from byte ``offset``; returns bytes written."""

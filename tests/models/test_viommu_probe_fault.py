@@ -6,7 +6,7 @@ from models import MachineConfig
 from models._host import HostVfio
 from models._machine import realize_vfio
 from models._viommu import VirtioIommu
-from models._viommu_state import ReservedRegion, Translation
+from models._viommu_state import Mapping, ReservedRegion, Translation
 from models._viommu_wire import (
     FAULT_F_ADDRESS,
     FAULT_F_READ,
@@ -68,9 +68,9 @@ def test_probe_unknown_endpoint_is_noent_with_zero_properties():
     assert dev.handle_request(ProbeReq(0x28).pack(), 516) == (bytes(512) + ReqTail(Status.NOENT).pack(), 516)
 
 
-def test_probe_high_endpoint_bits_are_ignored_in_qemu_only():
-    """QEMU looks the device up by bits 0..15; the spec flavour wants the exact BDF."""
-    assert make()[0].process_request(ProbeReq(0x100FA).pack(), 516).status == Status.OK
+def test_probe_endpoint_with_high_bits_set_is_noent_in_both_flavours():
+    """An endpoint id is the 16-bit requester id: 0x100FA names no function (issue #17, no alias of 0xFA)."""
+    assert make()[0].process_request(ProbeReq(0x100FA).pack(), 516).status == Status.NOENT
     assert make("spec")[0].process_request(ProbeReq(0x100FA).pack(), 516).status == Status.NOENT
 
 
@@ -128,7 +128,8 @@ def attached(flavor: str = "qemu", **kw: object) -> tuple[VirtioIommu, ListSink]
 def test_translate_mapped_access_returns_the_physical_address():
     """PA = VA - virt_start + phys_start; perm is the requested access."""
     dev, sink = attached()
-    assert dev.translate(AHCI, 0x10123, READ) == Translation(True, 0x7000123, READ, 0xFFF)
+    assert dev.translate(AHCI, 0x10123, READ) == Translation(True, 0x7000123, READ, 0xFFF,
+                                                             mapping=Mapping(0x10000, 0x10FFF, 0x7000000, 1))
     assert [r.event for r in sink.records[-2:]] == ["virtio_iommu_translate", "virtio_iommu_translate_out"]
 
 

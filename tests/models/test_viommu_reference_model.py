@@ -9,7 +9,7 @@ from models._viommu_wire import AttachReq, DetachReq, MapReq, UnmapReq
 from sim import Simulator
 
 MANAGED = (0x20, 0xFA, 0xFB)
-ENDPOINTS = (0x20, 0xFA, 0xFB, 0x28, 0x100FA)  # 0x28: no such function; 0x100FA: high bits set
+ENDPOINTS = (0x20, 0xFA, 0xFB, 0x28, 0x100FA)  # 0x28: no such function; 0x100FA: high bits set, names no function
 MSI_START, MSI_END = 0xFEE00000, 0xFEEFFFFF
 OK, INVAL, RANGE, NOENT = 0, 4, 5, 6
 
@@ -43,7 +43,7 @@ class Reference:
                 return OK if self.doms[d]["bypass"] == bypass else INVAL
             if d in self.doms and self.doms[d]["bypass"] != bypass:
                 return INVAL
-        elif ep not in self.eps and ep & 0xFFFF not in MANAGED:
+        elif ep not in MANAGED:  # an endpoint id is the exact requester id (issue #17)
             return NOENT
         self.eps.setdefault(ep, None)
         self._leave(ep)
