@@ -87,6 +87,11 @@ class GuestMemory:
         self._pages: dict[int, bytearray] = {}
         #: called as observer(kind, addr, size, initiator) for each DMA access
         self.dma_observer: DmaObserver | None = None
+        # the two RAM ranges as plain ints, for the bounds check of every access
+        self._low_end = self.regions[0].end
+        high = self.regions[1] if len(self.regions) > 1 else None
+        self._high_start = high.start if high is not None else -1
+        self._high_end = high.end if high is not None else -1
 
     # -- layout -----------------------------------------------------------
     @property
@@ -104,7 +109,8 @@ class GuestMemory:
         return False
 
     def _check(self, addr: int, size: int, what: str) -> None:
-        if size < 0 or addr < 0 or not self.is_ram(addr, size):
+        end = addr + size
+        if size < 0 or addr < 0 or not (end <= self._low_end or self._high_start <= addr and end <= self._high_end):
             raise MemoryAccessError(addr, size, what)
 
     @property
@@ -113,10 +119,12 @@ class GuestMemory:
 
     # -- raw bytes ----------------------------------------------------------
     def read(self, addr: int, size: int) -> bytes:
-        self._check(addr, size, "read")
+        end = addr + size
+        if size < 0 or addr < 0 or not (end <= self._low_end or self._high_start <= addr and end <= self._high_end):
+            raise MemoryAccessError(addr, size, "read")
         pages = self._pages
         off = addr & PAGE_MASK
-        if off + size <= PAGE_SIZE:
+        if off + size <= PAGE_SIZE:  # the common case: within one page
             page = pages.get(addr >> PAGE_SHIFT)
             return bytes(size) if page is None else bytes(page[off : off + size])
         out = bytearray()
@@ -132,8 +140,18 @@ class GuestMemory:
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
-        self._check(addr, size, "write")
+        end = addr + size
+        if addr < 0 or not (end <= self._low_end or self._high_start <= addr and end <= self._high_end):
+            raise MemoryAccessError(addr, size, "write")
         pages = self._pages
+        off = addr & PAGE_MASK
+        if off + size <= PAGE_SIZE:  # the common case: within one page
+            pfn = addr >> PAGE_SHIFT
+            page = pages.get(pfn)
+            if page is None:
+                page = pages[pfn] = bytearray(PAGE_SIZE)
+            page[off : off + size] = data
+            return
         pos = addr
         i = 0
         while i < size:

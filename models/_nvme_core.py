@@ -345,6 +345,8 @@ class ControllerCore:
         return True
 
     def _post_cqes(self, cq: CompletionQueue) -> bool:
+        if cq.shadow is None and not cq.pending:
+            return False  # nothing to post and no shadow doorbell to read or update
         if cq.shadow is not None:
             head = self._read_shadow(cq.shadow[0])
             if head is not None and head < cq.size:

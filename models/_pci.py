@@ -141,11 +141,11 @@ class PciFunction:
 
     @property
     def command(self) -> int:
-        return self.config.read(PCI_COMMAND, 2)
+        return self.config.header_u16(PCI_COMMAND)
 
     @property
     def bus_master(self) -> bool:
-        return bool(self.command & PCI_COMMAND_MASTER)
+        return bool(self.config.header_u16(PCI_COMMAND) & PCI_COMMAND_MASTER)
 
     @property
     def memory_enabled(self) -> bool:

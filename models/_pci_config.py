@@ -112,6 +112,12 @@ class ConfigSpace:
         if (size < 1 if sizes is None else size not in sizes) or offset < 0 or offset + size > self.size:
             raise PciAccessError(f"config access of {size} byte(s) at 0x{offset:x} outside {self.size}-byte space")
 
+    def header_u16(self, offset: int) -> int:
+        """The 16-bit header register at ``offset`` (one the model names, e.g. PCI_COMMAND): no
+        bounds check, for the registers a device model consults on every access."""
+        data = self._data
+        return data[offset] | data[offset + 1] << 8
+
     def read(self, offset: int, size: int) -> int:
         """Little-endian value of ``size`` bytes at ``offset``."""
         self._check(offset, size)

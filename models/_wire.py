@@ -22,8 +22,10 @@ and models/_nvme_data.py (NVMe).
 
 from __future__ import annotations
 
+import operator
 import re
 import struct
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import attrs
@@ -48,13 +50,30 @@ def check_u64(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
 
 
 _FIELD_NAMES: dict[type[WireStruct], tuple[str, ...]] = {}
+_GETTERS: dict[type[WireStruct], Callable[[Any], tuple[Any, ...]]] = {}
+_POSITIONAL: dict[type[WireStruct], bool] = {}
 
 
 def _field_names(cls: type[WireStruct]) -> tuple[str, ...]:
     names = _FIELD_NAMES.get(cls)
     if names is None:
-        names = _FIELD_NAMES[cls] = tuple(a.name for a in attrs.fields(cls))
+        fields = attrs.fields(cls)
+        names = _FIELD_NAMES[cls] = tuple(a.name for a in fields)
+        _POSITIONAL[cls] = not any(a.kw_only for a in fields) and all(a.init for a in fields)
     return names
+
+
+def _getter(cls: type[WireStruct]) -> Callable[[Any], tuple[Any, ...]]:
+    """``attrs.astuple(value, recurse=False)`` for ``cls``, as one C-level call (an attrgetter)."""
+    get = _GETTERS.get(cls)
+    if get is None:
+        names = _field_names(cls)
+        if len(names) == 1:
+            one = operator.attrgetter(names[0])
+            get = _GETTERS[cls] = lambda value: (one(value),)
+        else:
+            get = _GETTERS[cls] = operator.attrgetter(*names)
+    return get
 
 
 class WireStruct:
@@ -67,13 +86,16 @@ class WireStruct:
 
     def _to_wire(self) -> tuple[WireValue, ...]:
         """The values of the ``FORMAT`` slots, in order (default: the attrs fields)."""
-        values: tuple[WireValue, ...] = attrs.astuple(self, recurse=False)
+        values: tuple[WireValue, ...] = _getter(type(self))(self)
         return values
 
     @classmethod
     def _from_wire(cls, values: tuple[Any, ...]) -> Self:
         """The structure whose ``FORMAT`` slots hold ``values`` (default: the attrs fields)."""
-        return cls(**dict(zip(_field_names(cls), values)))
+        names = _field_names(cls)
+        if _POSITIONAL[cls]:
+            return cls(*values)
+        return cls(**dict(zip(names, values)))
 
     def pack(self) -> bytes:
         return struct.pack(self.FORMAT, *self._to_wire())
