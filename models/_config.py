@@ -149,6 +149,13 @@ def _check(_inst: object, attribute: attrs.Attribute[Any], value: object) -> Non
     _validate(meta.flag, meta.choices, meta.range, value)
 
 
+def _check_iommu_policy(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    """``iommu_policy``: lazy, strict, or a reference to a policy class that loads (``_policy_ref``)."""
+    from ._policy_ref import check_iommu_policy  # not at import time: _policy_ref imports ConfigError from here
+
+    check_iommu_policy(value)
+
+
 @attrs.frozen(kw_only=True)
 class MachineConfig:
     """The whole machine: platform, devices, guest kernel and policies."""
@@ -169,9 +176,9 @@ class MachineConfig:
     flavor: str = attrs.field(default="qemu", validator=_check, metadata=_option(
         "--flavor", "virtio-iommu behaviour: QEMU's exactly (qemu) or the virtio spec's MUSTs (spec)",
         group="device", choices=("qemu", "spec")))
-    iommu_policy: str = attrs.field(default="lazy", validator=_check, metadata=_option(
-        "--iommu-policy", "DMA domain TLB invalidation policy, kernel command line iommu.strict",
-        group="guest", choices=("lazy", "strict")))
+    iommu_policy: str = attrs.field(default="lazy", validator=_check_iommu_policy, metadata=_option(
+        "--iommu-policy", "DMA domain TLB invalidation policy, kernel command line iommu.strict, or a policy "
+        "class: PATH.py:Class or package.module:Class", group="guest", choices=("lazy", "strict")))
     guest_kernel: str = attrs.field(default="6.7", validator=_check, metadata=_option(
         "--guest-kernel", "guest kernel behaviour: 6.7 (the seed) or 6.12 (the reference boot; any kernel "
         "from 6.8)", group="guest", choices=("6.7", "6.12")))

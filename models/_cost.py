@@ -8,6 +8,10 @@ where its default comes from.  Defaults are first estimates from public figures
 ``benchmarks/calibration.py`` reproduces the published strict/lazy bandwidth
 table (viommu_sim/_calibration.py says how).  A scenario file may override any of
 them by name.
+
+Every parameter is checked where it enters (a scenario file's ``[cost]`` table, ``evolve``): an
+integer, not a bool; a duration from 0 to ``MAX_DURATION_PS`` (an hour), a bandwidth from 1 to
+``MAX_BANDWIDTH`` bytes/s (the NVMe divides by it).  A bad value raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,33 @@ import attrs
 
 from sim import ms, ns, us
 
-_COST_FIELDS_DOC: dict[str, str] = {}
+#: the longest simulated duration a parameter may take: one hour
+MAX_DURATION_PS = 3600 * 10**12
+#: the fastest bandwidth a parameter may take: 1 PiB/s (a bandwidth is a divisor: at least 1 byte/s)
+MAX_BANDWIDTH = 1 << 50
+
+
+def _check_param(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    bandwidth = attribute.name.endswith("_bytes_per_s")
+    lo, hi, unit = (1, MAX_BANDWIDTH, "bytes/s") if bandwidth else (0, MAX_DURATION_PS, "ps")
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{attribute.name}: invalid value {shown(value)} (an integer from {lo} to {hi} {unit})")
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters (an int of thousands of
+    digits is named by its size: its repr alone would raise past Python's 4300-digit limit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _param(default: int, doc: str) -> Any:
-    return attrs.field(default=default, metadata={"doc": doc})
+    return attrs.field(default=default, validator=_check_param, metadata={"doc": doc})
 
 
 @attrs.frozen(kw_only=True)

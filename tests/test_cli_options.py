@@ -63,7 +63,7 @@ def test_job_help_shows_the_real_default(option: object) -> None:
 
 
 @pytest.mark.parametrize(("name", "flag_value", "toml_value", "message"), [
-    ("smp", "0", "0", "--smp: invalid value 0 (an integer from 1 to 288)"),
+    ("smp", "0", "0", "--smp: invalid value 0 (an integer from 1 to 255)"),
     ("nvme", "nvmf", "'nvmf'", "--nvme: invalid value 'nvmf' (choose from vfio, emulated, none)"),
     ("memory", "12x", "'12x'", "--memory: invalid size '12x' (e.g. 64G, 2048M)"),
     ("flavor", "linux", "'linux'", "--flavor: invalid value 'linux' (choose from qemu, spec)"),

@@ -178,7 +178,7 @@ _AXES_TOML = '[axes]\npolicy = ["lazy"]\nguest_kernel = ["6.7"]\niodepth = [1]\n
 
 @pytest.mark.parametrize(("text", "message"), [
     ('[axes]\npolicy = "lazy"\n', "[axes] policy must be a list"),
-    (_AXES_TOML + "[machine]\nsmp = 0\n", "--smp: invalid value 0 (an integer from 1 to 288)"),
+    (_AXES_TOML + "[machine]\nsmp = 0\n", "--smp: invalid value 0 (an integer from 1 to 255)"),
     (_AXES_TOML + "[machine]\niommu_policy = 'strict'\n", "[machine]: iommu_policy is a sweep axis; set it in [axes]"),
     (_AXES_TOML + "[machine]\nwhat = 1\n", "[machine]: unknown option 'what'"),
     (_AXES_TOML + "[cost]\nfoo = 1\n", "[cost]: unknown cost parameter 'foo'"),

@@ -5,16 +5,27 @@ request queue as a two-descriptor chain (device-readable request,
 device-writable tail), kicked through the notify register of the
 virtio-iommu-pci BAR, and completed by the device model; the status byte the
 driver reads back is what is printed.  Input: JSON Lines requests or a QEMU
-``-trace 'virtio_iommu_*'`` log (auto-detected).
+``-trace 'virtio_iommu_*'`` log (auto-detected, see ``_replay_input``).
+
+The input is streamed twice: a first pass checks every line (a bad line, or an input with no
+request, is one error line before anything runs), the second parses, submits and prints one
+request at a time, so memory stays flat in the number of requests.  Standard input is copied
+to a temporary file during the first pass.  Only a regular file (or ``-``) is read: a FIFO or
+a device is refused before it is opened for reading, as it could block or never end.  The
+simulation task's outcome is checked: a failure inside it (a failed write of the output or of
+the trace included) is an error, never a silent exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import stat
 import sys
-from pathlib import Path
-from typing import Any
+import tempfile
+from typing import IO, Any
 
 import trio
 
@@ -22,9 +33,9 @@ from models import build_machine
 from models.guest import encode_request, raw_viommu_platform, writable_size
 from sim import Simulator
 
-from ._replay_input import ReplayInputError, parse_replay
+from ._options import UsageError, add_machine_flags, config_from_args, write_output
+from ._replay_input import ReplayInputError, requests
 from ._tracing import TraceOutput, add_trace_flags
-from ._options import UsageError, add_machine_flags, config_from_args
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,55 +47,84 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
-def _read_input(name: str) -> str:
-    if name == "-":
-        return sys.stdin.read()
-    path = Path(name)
+def _open_input(name: str) -> IO[bytes]:
+    """The input file, opened for binary reading; anything but a regular file is refused."""
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not wait
     except FileNotFoundError:
         raise UsageError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{name}: is a directory") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{name}: not a UTF-8 text file") from None
     except OSError as exc:
         raise UsageError(f"{name}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "is a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO or device is not read)"
+        raise UsageError(f"{name}: {kind}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _checked_input(name: str) -> IO[bytes]:
+    """The input, every line checked (first pass), rewound for the second; stdin is spooled."""
+    source = sys.stdin.buffer if name == "-" else _open_input(name)
+    copy: IO[bytes] | None = tempfile.TemporaryFile() if name == "-" else None
+    try:
+        try:
+            count = sum(1 for _ in requests(source, copy))
+        except ReplayInputError as exc:
+            raise UsageError(f"{name}:{exc.line}: {exc.problem}") from None
+        except OSError as exc:
+            raise UsageError(f"{name}: {exc.strerror}") from None
+        if count == 0:
+            raise UsageError(f"{name}: no requests (JSON Lines objects, or virtio_iommu_attach/detach/map/unmap "
+                             "lines of a QEMU trace log)")
+    except BaseException:
+        (copy or source).close()
+        raise
+    if copy is None:
+        source.seek(0)
+        return source
+    copy.seek(0)
+    return copy
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    text = _read_input(args.file)
-    try:
-        requests = parse_replay(text)
-    except ReplayInputError as exc:
-        raise UsageError(f"{args.file}:{exc.line}: {exc.problem}") from None
-    if config.viommu == "none":
-        raise UsageError("--viommu none: this machine has no virtio-iommu to replay requests into")
-    trace = TraceOutput(args)
-    sim = Simulator(seed=config.seed, sinks=trace.sinks)
-    machine = build_machine(config, sim)
-    results: list[dict[str, Any]] = []
+    source = _checked_input(args.file)
+    with source:
+        if config.viommu == "none":
+            raise UsageError("--viommu none: this machine has no virtio-iommu to replay requests into")
+        trace = TraceOutput(args)
+        with trace:
+            sim = Simulator(seed=config.seed, sinks=trace.sinks)
+            machine = build_machine(config, sim)
 
-    async def replay() -> None:
-        driver = await raw_viommu_platform(machine)
-        probe_size = await driver.config(32, 4)
-        for req in requests:
-            done = await driver.submit(encode_request(req), writable_size(req, probe_size))
-            results.append({
-                "op": req.op, "domain": req.domain, "endpoint": req.endpoint, "virt_start": req.virt_start,
-                "virt_end": req.virt_end, "phys_start": req.phys_start, "flags": req.flags,
-                "status": done.status_name, "status_code": done.status,
-            })
+            async def replay() -> None:
+                driver = await raw_viommu_platform(machine)
+                probe_size = await driver.config(32, 4)
+                for req in requests(source):
+                    if trace.failed:
+                        return  # the trace cannot be written: stop, ``trace.close`` reports it
+                    done = await driver.submit(encode_request(req), writable_size(req, probe_size))
+                    write_output(json.dumps({
+                        "op": req.op, "domain": req.domain, "endpoint": req.endpoint, "virt_start": req.virt_start,
+                        "virt_end": req.virt_end, "phys_start": req.phys_start, "flags": req.flags,
+                        "status": done.status_name, "status_code": done.status,
+                    }) + "\n")
 
-    task = sim.spawn(replay(), name="replay")
-    with trace:
-        trio.run(sim.run, task)
-    out = sys.stdout
-    for r in results:
-        out.write(json.dumps(r) + "\n")
+            task = sim.spawn(replay(), name="replay")
+            try:
+                trio.run(sim.run, task)
+                task.result()  # the task's own failure (an input line that changed, a failed write)
+            except ReplayInputError as exc:
+                raise UsageError(f"{args.file}:{exc.line}: {exc.problem} (the file changed while it was read)"
+                                 ) from None
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    raise
+                raise UsageError(f"{args.file}: {exc.strerror}") from None
     if args.dump_state:
-        out.write(json.dumps({"domains": dump_state(machine.viommu)}) + "\n")
+        write_output(json.dumps({"domains": dump_state(machine.viommu)}) + "\n")
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from typing import Any, Callable
 
 import attrs
@@ -22,7 +21,7 @@ from models import CostModel, machine_options
 from models.guest import dma_domain_policy, virtio_iommu_map_batching
 
 from ._job import JOB_KEYS, JOB_OPTIONS
-from ._options import UsageError, add_job_flags, add_machine_flags, given_machine_options
+from ._options import UsageError, add_job_flags, add_machine_flags, given_machine_options, load_toml
 from ._workload import run_scenario
 
 #: a run is "long" (worth a progress bar) from this many I/Os or simulated seconds
@@ -41,13 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _load_scenario(path: str) -> dict[str, dict[str, Any]]:
     """The file's [machine], [job] and [cost] tables; any other key is an error naming it."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    data = load_toml(path)  # bounded, UTF-8, one line for every way it is unreadable
     known = {
         "machine": {s.toml_key for s in machine_options()},
         "job": set(JOB_KEYS),

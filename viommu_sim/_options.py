@@ -10,6 +10,11 @@ the configuration and everything else keeps MachineConfig's (or a scenario file'
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import stat
+import sys
+import tomllib
 from typing import Any, NoReturn
 
 from models import GROUPS, ConfigError, MachineConfig, OptionSpec, machine_config, machine_options
@@ -19,6 +24,59 @@ from ._job import JOB_OPTIONS, JobOption, parse_bytes
 
 class UsageError(Exception):
     """A bad command-line value or input file: one line, exit 2."""
+
+
+#: the largest scenario or matrix file read (a TOML file of a few tables is a few KiB)
+MAX_TOML_BYTES = 1 << 20
+
+
+def read_bounded(path: str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.  A FIFO, a device or a
+    directory is refused before it is read (a FIFO would block, /dev/zero never ends): ``OSError``
+    with ``strerror`` saying what is wrong, as ``open`` reports a missing file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(0, "is a directory")
+        if not stat.S_ISREG(mode):
+            raise OSError(0, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(0, f"larger than {limit >> 10} KiB")
+    return data
+
+
+def load_toml(path: str, what: str = "") -> dict[str, Any]:
+    """A TOML file as a dict; every way it can be unreadable is a ``UsageError`` of one line that
+    starts ``what`` (e.g. ``"--matrix: "``) and names ``path``: not there, not a regular file, over
+    ``MAX_TOML_BYTES``, not UTF-8, not TOML, or nested deeper than the parser recurses."""
+    try:
+        data = read_bounded(path, MAX_TOML_BYTES)
+    except OSError as exc:
+        raise UsageError(f"{what}cannot read {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what}{path}: not a UTF-8 text file (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{what}{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{what}{path}: invalid TOML: nested too deeply") from None
+
+
+def write_output(text: str) -> None:
+    """Write ``text`` to standard output; a failed write (a full disk, /dev/full) is a UsageError
+    naming the cause (a closed pipe stays a BrokenPipeError: the reader has gone, as for ``head``)."""
+    try:
+        sys.stdout.write(text)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise
+        raise UsageError(f"cannot write standard output: {exc.strerror}") from None
 
 
 class Parser(argparse.ArgumentParser):

@@ -18,7 +18,7 @@ from models.guest import DmaApi
 
 if TYPE_CHECKING:
     from models import Machine, VfioContainer
-    from models.guest import FlushQueue, GuestKernel, StrictInvalidation, ViommuDriver
+    from models.guest import GuestKernel, InvalidationPolicy, ViommuDriver
 
 REQUEST_TYPES = ("ATTACH", "DETACH", "MAP", "UNMAP", "PROBE")
 
@@ -47,7 +47,7 @@ class WindowCounters:
         self.container: VfioContainer | None = (
             machine.host.containers.get(nvme_fn.bdf) if machine.host is not None else None)
         dma = kernel.devices[nvme_fn.bdf].dma
-        self.invalidation: StrictInvalidation | FlushQueue | None = (
+        self.invalidation: InvalidationPolicy | None = (
             dma.cookie.invalidation if isinstance(dma, DmaApi) else None)
         if self.viommu is not None:
             self.viommu.reset_stale_max()  # the job's own maximum

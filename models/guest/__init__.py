@@ -30,6 +30,18 @@ from ._lspci import PciIds as PciIds, lspci as lspci
 from ._mm import PageAllocator as PageAllocator
 from ._nvme_pci import NvmeDriver as NvmeDriver
 from ._pci_scan import PciDeviceInfo as PciDeviceInfo, enumerate_bus as enumerate_bus
+from ._policy_api import (
+    POLICY_API_VERSION as POLICY_API_VERSION,
+    Action as Action,
+    ArmTimer as ArmTimer,
+    FlushIotlbAll as FlushIotlbAll,
+    FreeIova as FreeIova,
+    InvalidationCounters as InvalidationCounters,
+    InvalidationPolicy as InvalidationPolicy,
+    InvalidationStats as InvalidationStats,
+    IotlbSync as IotlbSync,
+    PolicyContext as PolicyContext,
+)
 from ._raw_requests import (
     OPS as OPS,
     ReplayRequest as ReplayRequest,
@@ -46,6 +58,9 @@ __all__ = sorted(
         "NvmeDriver", "OPS", "PAGE_SIZE", "PageAllocator", "PciDeviceInfo", "PciIds", "ReplayRequest",
         "StrictInvalidation", "ViommuDriver", "boot", "dma_domain_policy", "encode_request", "enumerate_bus", "lspci",
         "raw_viommu_platform", "virtio_iommu_map_batching", "writable_size",
+        # the invalidation-policy API (_policy_api)
+        "Action", "ArmTimer", "FlushIotlbAll", "FreeIova", "InvalidationCounters", "InvalidationPolicy",
+        "InvalidationStats", "IotlbSync", "POLICY_API_VERSION", "PolicyContext",
     ]
 )
 

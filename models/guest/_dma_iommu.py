@@ -46,13 +46,13 @@ from ._flush_queue import (
     FlushQueue,
     FreeIova,
     IotlbSync,
-    StrictInvalidation,
     dma_domain_policy,
     make_invalidation,
 )
 from ._iommu_core import IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE, IommuDomain
 from ._iova import IOVA_DEPOT_DELAY_MS, DmaDevice, DmaDomainError, DmaIovaCookie, ResvRegion, dma_bit_mask
 from ._mm import OutOfMemory
+from ._policy_api import InvalidationPolicy
 from ._printk import LOGLEVEL_WARNING
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class DmaCookie:
         self.domain = domain
         self._trace = kernel.sim.tracer(TRACE_SOURCE)
         self.iova = DmaIovaCookie(kernel.ncpus)
-        self.invalidation: StrictInvalidation | FlushQueue | None = None
+        self.invalidation: InvalidationPolicy | None = None
         #: fault injection (a deliberately broken guest, for the testbench): free each unmapped IOVA as soon
         #: as its UNMAP is queued, so it can be reused before the UNMAP completes; lazy domains then skip the
         #: flush queue and the UNMAP waits in the request queue for the next kick
@@ -125,7 +125,7 @@ class DmaCookie:
         config = self.kernel.config
         policy = dma_domain_policy(config.guest_kernel, config.iommu_policy, flush_queue=config.flush_queue)
         domain.type = policy.type
-        self.invalidation = make_invalidation(policy, self.kernel.ncpus)
+        self.invalidation = make_invalidation(policy, self.kernel.ncpus, config.guest_kernel)
         rings = 1 if policy.fq_options is not None and policy.fq_options.single_queue else self.kernel.ncpus
         self._ring_locks = [Lock(f"iova_fq{i}.lock") for i in range(rings)]
         self._trace("iommu_dma_init_domain", domain=domain.id, type=policy.type, reason=policy.reason)
@@ -220,7 +220,7 @@ class DmaCookie:
     async def _fq_timeout(self, cpu: int) -> None:
         """``fq_flush_timeout`` on the CPU that armed ``fq_timer``."""
         inv = self.invalidation
-        assert isinstance(inv, FlushQueue)
+        assert inv is not None
         self._trace("fq_flush_timeout", cpu=cpu, domain=self.domain.id)
         await self._perform(cpu, inv.timer_expired(self.kernel.sim.now))
 

@@ -25,7 +25,8 @@ ring is full at 255 entries (tail + 1 == head): the queuing CPU then flushes
 inline.  The first queueing arms ``fq_timer``; ``fq_flush_timeout`` flushes once
 and releases every CPU's ring.
 
-The classes here are decision objects: they never sleep.  ``unmap()`` (and, for the
+The classes here are decision objects written against the public protocol of ``_policy_api``
+(``models.guest.InvalidationPolicy``), as a user's policy class is: they never sleep.  ``unmap()`` (and, for the
 flush queue, ``queue_iova()``/``timer_expired()``) return a list of actions for the
 caller to perform in order.  An action that invalidates (``IotlbSync``,
 ``FlushIotlbAll``) ends the list: the caller performs it -- taking simulated time,
@@ -40,11 +41,26 @@ rounding are left to the caller.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any
 
 import attrs
 
 from sim import ms
+
+from .._policy_ref import POLICY_API_VERSION, is_policy_reference, load_policy_class
+from ._policy_api import (
+    Action,
+    ArmTimer,
+    FlushIotlbAll,
+    FreeIova,
+    InvalidationCounters,
+    InvalidationPolicy,
+    InvalidationStats,
+    IotlbSync,
+    PolicyContext,
+)
+
+__all__ = ["Action", "ArmTimer", "FlushIotlbAll", "FreeIova", "InvalidationStats", "IotlbSync"]  # re-exported
 
 #: dma-iommu.c flush-queue constants (unchanged from 6.7 to 6.12)
 IOVA_DEFAULT_FQ_SIZE = 256
@@ -54,43 +70,6 @@ IOVA_SINGLE_FQ_TIMEOUT_MS = 1000
 
 DOMAIN_TYPE_DMA = "DMA"
 DOMAIN_TYPE_DMA_FQ = "DMA-FQ"
-
-
-# -- actions -----------------------------------------------------------------------------
-
-
-@attrs.frozen
-class FreeIova:
-    """``free_iova_fast(pfn, pages)`` executed on ``cpu`` (the IOVA goes to that CPU's rcache)."""
-
-    cpu: int
-    pfn: int
-    pages: int
-
-
-@attrs.frozen
-class IotlbSync:
-    """Strict mode: ``iommu_iotlb_sync`` for the range just unmapped; then call ``flush_done(token)``."""
-
-    token: int
-
-
-@attrs.frozen
-class FlushIotlbAll:
-    """Lazy mode: ``ops->flush_iotlb_all`` of the whole domain; then call ``flush_done(token)``."""
-
-    token: int
-
-
-@attrs.frozen
-class ArmTimer:
-    """Arm the flush-queue timer on ``cpu`` to call ``timer_expired`` at ``deadline_ps``."""
-
-    deadline_ps: int
-    cpu: int
-
-
-Action = Union[FreeIova, IotlbSync, FlushIotlbAll, ArmTimer]
 
 
 # -- the per-domain policy ---------------------------------------------------------------
@@ -124,8 +103,10 @@ class DomainPolicy:
 
     requested_type: str  # from the global policy: "DMA-FQ" (lazy) or "DMA" (strict)
     type: str  # what iommu_dma_init_domain leaves (sysfs iommu_groups/N/type)
-    fq_options: FlushQueueOptions | None  # None: strict
+    fq_options: FlushQueueOptions | None  # None: strict (or a policy class's own)
     reason: str
+    #: the ``iommu_policy`` reference of a user policy class (``models.guest.InvalidationPolicy``), else None
+    ref: str | None = None
 
 
 def _kernel_version(guest_kernel: str) -> tuple[int, int]:
@@ -154,10 +135,12 @@ def dma_domain_policy(guest_kernel: str, iommu_policy: str, shadow_on_flush: boo
                       flush_queue: str = "auto") -> DomainPolicy:
     """Domain type and flush-queue options of a virtio-iommu DMA domain (``iommu_dma_init_domain``);
     ``flush_queue`` is ``MachineConfig.flush_queue`` ("single" sets ``shadow_on_flush``)."""
-    if iommu_policy not in ("lazy", "strict"):
-        raise ValueError(f"iommu policy must be 'lazy' or 'strict', not {iommu_policy!r}")
     if flush_queue not in ("percpu", "single", "auto"):
         raise ValueError(f"flush queue must be 'percpu', 'single' or 'auto', not {flush_queue!r}")
+    if is_policy_reference(iommu_policy):
+        return _referenced_policy(guest_kernel, iommu_policy, flush_queue)
+    if iommu_policy not in ("lazy", "strict"):
+        raise ValueError(f"iommu policy must be 'lazy' or 'strict', not {iommu_policy!r}")
     shadow_on_flush = shadow_on_flush or flush_queue == "single"
     if iommu_policy == "strict":
         return DomainPolicy(DOMAIN_TYPE_DMA, DOMAIN_TYPE_DMA, None, "strict policy")
@@ -171,56 +154,20 @@ def dma_domain_policy(guest_kernel: str, iommu_policy: str, shadow_on_flush: boo
     return DomainPolicy(DOMAIN_TYPE_DMA_FQ, DOMAIN_TYPE_DMA_FQ, options, f"Linux {guest_kernel}: {kind}")
 
 
-# -- statistics shared by both policies --------------------------------------------------
+def _referenced_policy(guest_kernel: str, ref: str, flush_queue: str) -> DomainPolicy:
+    """A user policy class's domain: DMA-FQ if it defers flushes and the IOMMU can flush all (else,
+    as for lazy, DMA with strict invalidation), DMA if it does not defer."""
+    cls = load_policy_class(ref)
+    if not cls.deferred_flush:
+        return DomainPolicy(DOMAIN_TYPE_DMA, DOMAIN_TYPE_DMA, None, f"policy {ref}", ref)
+    if not virtio_iommu_deferred_flush(guest_kernel, flush_queue):
+        return DomainPolicy(
+            DOMAIN_TYPE_DMA_FQ, DOMAIN_TYPE_DMA, None,
+            f"Linux {guest_kernel}: virtio-iommu lacks IOMMU_CAP_DEFERRED_FLUSH, DMA_FQ falls back to DMA "
+            f"(policy {ref} not used)")
+    return DomainPolicy(DOMAIN_TYPE_DMA_FQ, DOMAIN_TYPE_DMA_FQ, None, f"Linux {guest_kernel}: policy {ref}", ref)
 
 
-@attrs.frozen
-class InvalidationStats:
-    """Counters of one domain's unmap invalidations.
-
-    ``stale_*`` measure, per released IOVA, the time from its unmap to the end of the
-    invalidation that covers it (the window in which the device may still hit a stale
-    IOTLB entry).  ``max_entries`` is the largest ring occupancy seen (0 when strict).
-    A snapshot, from ``statistics()`` of a StrictInvalidation or FlushQueue.
-    """
-
-    #: unmapped IOVA ranges handed to the policy
-    unmaps: int
-    #: IOTLB invalidations (``iommu_iotlb_sync`` / flush-queue flushes) begun and completed
-    invalidations_started: int
-    invalidations_finished: int
-    #: flush-queue flushes run by the timer, and inline flushes because a ring was full
-    timer_flushes: int
-    full_flushes: int
-    #: IOVA ranges freed back to the allocator after their invalidation
-    released: int
-    max_entries: int
-    stale_max_ps: int
-    stale_total_ps: int
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.unmaps = 0
-        self.started = 0
-        self.finished = 0
-        self.timer_flushes = 0
-        self.full_flushes = 0
-        self.released = 0
-        self.max_entries = 0
-        self.stale_max = 0
-        self.stale_total = 0
-
-    def release(self, stale_ps: int) -> None:
-        self.released += 1
-        self.stale_max = max(self.stale_max, stale_ps)
-        self.stale_total += stale_ps
-
-    def snapshot(self) -> InvalidationStats:
-        return InvalidationStats(
-            self.unmaps, self.started, self.finished, self.timer_flushes, self.full_flushes,
-            self.released, self.max_entries, self.stale_max, self.stale_total,
-        )
 
 
 def _check_nonneg(name: str, value: object) -> None:
@@ -244,13 +191,18 @@ def _check_unmap(ncpus: int, cpu: int, pfn: int, pages: int, now_ps: int) -> Non
 class StrictInvalidation:
     """Strict DMA domain: every unmap is synced before its IOVA is freed on the unmapping CPU."""
 
+    api_version = POLICY_API_VERSION
+    #: the sync starts at the unmap
+    stale_bound_ps: int | None = 0
+    deferred_flush = False
+
     def __init__(self, ncpus: int) -> None:
         if ncpus < 1:
             raise ValueError(f"ncpus must be >= 1, not {ncpus!r}")
         self.ncpus = ncpus
         self._pending: dict[int, tuple[int, int, int, int]] = {}  # token -> (cpu, pfn, pages, t_unmap)
         self._next_token = 1
-        self._c = _Counters()
+        self._c = InvalidationCounters()
 
     def unmap(self, cpu: int, pfn: int, pages: int, now_ps: int) -> list[Action]:
         """``__iommu_dma_unmap`` after ``iommu_unmap_fast``: sync the IOTLB, then free."""
@@ -271,6 +223,10 @@ class StrictInvalidation:
         self._c.finished += 1
         self._c.release(now_ps - t_unmap)
         return [FreeIova(cpu, pfn, pages)]
+
+    def timer_expired(self, now_ps: int) -> list[Action]:
+        """A strict domain arms no timer."""
+        raise RuntimeError("a strict domain arms no timer, yet one expired")
 
     def statistics(self) -> InvalidationStats:
         return self._c.snapshot()
@@ -311,11 +267,17 @@ class _Pending:
 class FlushQueue:
     """A DMA_FQ domain's flush queue(s) and flush counters (``struct iommu_dma_cookie``)."""
 
+    api_version = POLICY_API_VERSION
+    deferred_flush = True
+
     def __init__(self, options: FlushQueueOptions, ncpus: int) -> None:
         if ncpus < 1:
             raise ValueError(f"ncpus must be >= 1, not {ncpus!r}")
         self.options = options
         self.ncpus = ncpus
+        #: an entry waits at most one timer period for the flush that covers it (a ring that fills
+        #: flushes sooner; one queued during a flush re-arms the timer)
+        self.stale_bound_ps: int | None = options.timeout_ps
         self._rings = [_Ring() for _ in range(1 if options.single_queue else ncpus)]
         self.flush_start_cnt = 0
         self.flush_finish_cnt = 0
@@ -326,7 +288,7 @@ class FlushQueue:
         self.timer_deadline_ps: int | None = None
         self._pending: dict[int, _Pending] = {}
         self._next_token = 1
-        self._c = _Counters()
+        self._c = InvalidationCounters()
 
     # -- internals --
 
@@ -432,8 +394,15 @@ class FlushQueue:
         return self._c.snapshot()
 
 
-def make_invalidation(policy: DomainPolicy, ncpus: int) -> StrictInvalidation | FlushQueue:
-    """The unmap policy object for a domain of type ``policy``."""
+def make_invalidation(policy: DomainPolicy, ncpus: int, guest_kernel: str = "") -> InvalidationPolicy:
+    """The unmap policy object for a domain of type ``policy``: a built-in, or the class ``policy.ref``
+    names, made with ``PolicyContext(ncpus, guest_kernel, policy.type)``."""
+    if policy.ref is not None:
+        cls: Any = load_policy_class(policy.ref)
+        made = cls(PolicyContext(ncpus, guest_kernel, policy.type))
+        if not isinstance(made, InvalidationPolicy):
+            raise TypeError(f"policy {policy.ref}: {type(made).__name__}(...) does not implement InvalidationPolicy")
+        return made
     if policy.fq_options is None:
         return StrictInvalidation(ncpus)
     return FlushQueue(policy.fq_options, ncpus)
