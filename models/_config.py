@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from ._cost import CostModel
+from ._cost import CostModel, shown
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -29,6 +29,14 @@ MIB = 1 << 20
 #: host IOMMU page sizes of the seed's host (Intel VT-d with 2M and 1G superpages):
 #: 4 KiB | 2 MiB | 1 GiB = 0x40201000, the page mask the seed's guest prints.
 HOST_IOMMU_PGSIZES_DEFAULT = (1 << 12) | (1 << 21) | (1 << 30)
+
+#: the smallest guest RAM: the guest model's early boot keeps 256 MiB above the 16 MiB DMA zones
+#: (models/guest/_kernel.py EARLY_BOOT_RESERVED), so below about 273M the boot runs out of pages;
+#: 512M leaves room for the boot and a job's buffers
+MIN_MEMORY = 512 * MIB
+#: the most vCPUs: xAPIC destination IDs are 8 bits and 0xFF is the broadcast ID, so without x2APIC
+#: (not modelled) QEMU's x86 machine refuses an APIC ID limit above 255
+MAX_SMP = 255
 
 #: the CLI groups of the options, in help order
 GROUPS = ("machine", "device", "guest", "policy")
@@ -42,7 +50,7 @@ class ConfigError(ValueError):
         super().__init__(f"{option}: {message}")
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d{1,20})\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 _SIZE_SHIFT = {"": 20, "K": 10, "M": 20, "G": 30, "T": 40}
 
 
@@ -52,10 +60,10 @@ def parse_size(text: str | int, option: str = "--memory") -> int:
         return text
     m = _SIZE_RE.match(str(text))
     if not m:
-        raise ConfigError(option, f"invalid size {text!r} (e.g. 64G, 2048M)")
+        raise ConfigError(option, f"invalid size {shown(text)} (e.g. 64G, 2048M)")
     value = int(m.group(1)) << _SIZE_SHIFT[m.group(2).upper()]
     if value <= 0:
-        raise ConfigError(option, f"size must be positive, not {text!r}")
+        raise ConfigError(option, f"size must be positive, not {shown(text)}")
     return value
 
 
@@ -72,6 +80,9 @@ def _names(value: str | Iterable[str]) -> tuple[str, ...]:
     """A list of names, or one comma-separated string of them (the kernel command line's form)."""
     if isinstance(value, str):
         return tuple(n for n in value.split(",") if n)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
+        raise ConfigError("--initcall-blacklist",
+                          f"invalid value {shown(value)} (initcall names: a list of strings or NAME[,NAME])")
     return tuple(value)
 
 
@@ -110,11 +121,11 @@ class OptionSpec:
 
 def _validate(flag: str, choices: tuple[str, ...] | None, range: tuple[int, int] | None, value: object) -> None:
     if choices is not None and value not in choices:
-        raise ConfigError(flag, f"invalid value {value!r} (choose from {', '.join(choices)})")
+        raise ConfigError(flag, f"invalid value {shown(value)} (choose from {', '.join(choices)})")
     if range is not None:
         lo, hi = range
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise ConfigError(flag, f"invalid value {value!r} (an integer from {lo} to {hi})")
+            raise ConfigError(flag, f"invalid value {shown(value)} (an integer from {lo} to {hi})")
 
 
 @attrs.frozen(kw_only=True)
@@ -161,7 +172,7 @@ class MachineConfig:
     """The whole machine: platform, devices, guest kernel and policies."""
 
     smp: int = attrs.field(default=4, validator=_check, metadata=_option(
-        "--smp", "number of vCPUs", metavar="N", range=(1, 288)))
+        "--smp", "number of vCPUs", metavar="N", range=(1, MAX_SMP)))
     memory: int = attrs.field(default=64 * GIB, converter=parse_size, validator=_check, metadata=_option(
         "--memory", "guest RAM, QEMU -m syntax", metavar="SIZE", aliases=("-m",)))
     nvme: str = attrs.field(default="vfio", validator=_check, metadata=_option(
@@ -205,12 +216,19 @@ class MachineConfig:
     #: every timing parameter (see models/_cost.py); spelt as the TOML ``[cost]`` table
     cost: CostModel = attrs.field(factory=CostModel)
 
+    @host_iommu_pgsizes.validator
+    def _check_pgsizes(self, _attr: object, value: int) -> None:
+        if not value & (1 << 12):
+            raise ConfigError("--host-iommu-pgsizes", f"{value:#x} has no 4 KiB page size (bit 12, 0x1000): "
+                              "the guest maps 4 KiB pages")
+
     @memory.validator
     def _check_memory(self, _attr: object, value: int) -> None:
-        if value < 128 * MIB:
-            raise ConfigError("--memory", f"{value} bytes is too small for a q35 guest (at least 128M)")
+        if value < MIN_MEMORY:
+            raise ConfigError("--memory", f"{shown(value)} bytes is too small for the guest "
+                              f"(at least {format_size(MIN_MEMORY)})")
         if value > 16 * (1 << 40):
-            raise ConfigError("--memory", f"{value} bytes is larger than this simulator supports (16T)")
+            raise ConfigError("--memory", f"{shown(value)} bytes is larger than this simulator supports (16T)")
 
     def evolve(self, **changes: Any) -> MachineConfig:
         return attrs.evolve(self, **changes)

@@ -27,7 +27,7 @@ from ._iommu_core import IommuCore as IommuCore, IommuOps as IommuOps
 from ._kernel import GuestKernel as GuestKernel
 from ._kmem_consts import PAGE_SIZE as PAGE_SIZE
 from ._lspci import PciIds as PciIds, lspci as lspci
-from ._mm import PageAllocator as PageAllocator
+from ._mm import OutOfMemory as OutOfMemory, PageAllocator as PageAllocator
 from ._nvme_pci import NvmeDriver as NvmeDriver
 from ._pci_scan import PciDeviceInfo as PciDeviceInfo, enumerate_bus as enumerate_bus
 from ._policy_api import (
@@ -55,7 +55,7 @@ from ._virtqueue_driver import DriverQueue as DriverQueue
 __all__ = sorted(
     [
         "DmaApi", "DmaMapOps", "DriverQueue", "FlushQueue", "GuestDevice", "GuestKernel", "IommuCore", "IommuOps",
-        "NvmeDriver", "OPS", "PAGE_SIZE", "PageAllocator", "PciDeviceInfo", "PciIds", "ReplayRequest",
+        "NvmeDriver", "OPS", "OutOfMemory", "PAGE_SIZE", "PageAllocator", "PciDeviceInfo", "PciIds", "ReplayRequest",
         "StrictInvalidation", "ViommuDriver", "boot", "dma_domain_policy", "encode_request", "enumerate_bus", "lspci",
         "raw_viommu_platform", "virtio_iommu_map_batching", "writable_size",
         # the invalidation-policy API (_policy_api)
