@@ -16,7 +16,8 @@ virtio-iommu driver) and asserts the device's promises:
   (``dma_escape``); in the spec flavour nothing escapes.
 
 CI runs the ``default`` profile (``CI_EXAMPLES`` each, derandomized, a few seconds);
-``VIOMMU_FUZZ=long`` runs the ``long`` profile (10^5 examples each, random).
+``VIOMMU_FUZZ=long`` runs the ``long`` profile (10^5 examples each, random);
+``VIOMMU_FUZZ_EXAMPLES=N`` sets the count of either.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from staging import raw_machine, run_task
 LONG = os.environ.get("VIOMMU_FUZZ") == "long"
 CI_EXAMPLES = 100
 FUZZ = settings(
-    max_examples=settings.get_profile("long").max_examples if LONG else CI_EXAMPLES,
+    max_examples=int(os.environ.get("VIOMMU_FUZZ_EXAMPLES", 0)) or (
+        settings.get_profile("long").max_examples if LONG else CI_EXAMPLES),
     derandomize=not LONG, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
