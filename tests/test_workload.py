@@ -53,11 +53,20 @@ def test_run_json_has_the_issue_keys(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_run_scenario_same_seed_gives_the_same_result() -> None:
-    """Two runs of one scenario return equal dicts; another job seed draws other offsets."""
-    machine, job = {"guest_kernel": "6.12", "smp": 2}, {"ios": 200, "rw": "randrw", "numjobs": 2, "iodepth": 4}
+    """Two runs of one scenario return equal dicts; another machine seed lays the buffers out
+    otherwise (other contiguous runs, so another number of MAPs)."""
+    machine = {"guest_kernel": "6.12", "smp": 2}
+    job = {"ios": 200, "rw": "randrw", "numjobs": 2, "iodepth": 4, "bs": "64k", "contig_pages": 4}
     first = run_scenario(machine, job)
     assert run_scenario(machine, job) == first
-    assert run_scenario(machine, {**job, "seed": 1}) != first
+    other = run_scenario({**machine, "seed": 1}, job)
+    assert other["requests"]["MAP"] != first["requests"]["MAP"]
+
+
+def test_a_job_has_no_seed_of_its_own() -> None:
+    """One seed for everything: the job's streams come from the machine's seed; a job seed is refused."""
+    with pytest.raises(ConfigError, match=r"^job\.seed: unknown job option"):
+        run_scenario({}, {"ios": 10, "seed": 1})
 
 
 def test_run_json_is_identical_under_another_hash_seed(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,9 +3,14 @@
 The machine is given by the boot flags (plus ``--flush-queue`` and ``--map-batching``),
 the job by fio-like flags, or both by ``--scenario FILE.toml`` with tables
 ``[machine]`` (MachineConfig options), ``[job]`` (rw, bs, iodepth, numjobs,
-rwmixread, ios, runtime, ramp_time, seed, size, contig_pages) and ``[cost]`` (CostModel parameters, ps).
+rwmixread, ios, runtime, ramp_time, size, contig_pages) and ``[cost]`` (CostModel parameters, ps).
 Flags given on the command line override the file.  Prints a human summary, or
 with ``--json`` one JSON object (``viommu_sim._workload.run_scenario``'s result).
+
+``--repeat N`` runs the same machine and job with the seeds ``seed .. seed+N-1`` and reports each
+figure's mean with its 95 % confidence interval (Student t, ``viommu_sim._stats``); with
+``--json`` the object has ``repeat``, ``seeds``, ``mean``, ``stddev``, ``ci95`` (``[lo, hi]`` per
+figure) and every run's own result under ``runs``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from models.guest import dma_domain_policy, virtio_iommu_map_batching
 
 from ._job import JOB_KEYS, JOB_OPTIONS
 from ._options import UsageError, add_job_flags, add_machine_flags, given_machine_options, load_toml
+from ._stats import flat_figures, summarise
 from ._workload import run_scenario
+
+#: the most runs one ``--repeat`` may ask for
+MAX_REPEAT = 1000
 
 #: a run is "long" (worth a progress bar) from this many I/Os or simulated seconds
 _LONG_IOS = 20_000
@@ -35,7 +44,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_job_flags(p)
     p.add_argument("--scenario", metavar="FILE.toml", help="machine, job and cost from a TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.add_argument("--repeat", type=_repeat, default=1, metavar="N",
+                   help="run seeds SEED..SEED+N-1 and report each figure's mean and 95%% confidence interval "
+                        "(default 1)")
     p.set_defaults(handler=run)
+
+
+def _repeat(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (an integer from 1 to {MAX_REPEAT})") from None
+    if not 1 <= value <= MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (an integer from 1 to {MAX_REPEAT})")
+    return value
 
 
 def _load_scenario(path: str) -> dict[str, dict[str, Any]]:
@@ -122,22 +144,41 @@ def _progress_bar(job: dict[str, Any]) -> Any:
                     console=Console(stderr=True), transient=True)
 
 
+def _repeat_summary(summary: dict[str, Any]) -> str:
+    n = summary["repeat"]
+    seeds = summary["seeds"]
+    first = dict(summary["runs"][0])
+    head = _summary(first).splitlines()[0]
+    lines = [head, f"  {n} runs, seeds {seeds[0]}..{seeds[-1]}: mean, [95% confidence interval] (Student t), stddev"]
+    for path, mean, sd, lo, hi in flat_figures(summary):
+        lines.append(f"  {path:<22} {mean:14.3f}  [{lo:.3f}, {hi:.3f}]  sd={sd:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def _run_one(sc: dict[str, dict[str, Any]], machine: dict[str, Any]) -> dict[str, Any]:
+    bar = _progress_bar(sc["job"])
+    if bar is None:
+        return run_scenario(machine, sc["job"], sc["cost"])
+    task_id = bar.add_task("run", total=None)
+
+    def callback(done: int, total: int) -> None:
+        bar.update(task_id, completed=done, total=total)
+
+    with bar:
+        return run_scenario(machine, sc["job"], sc["cost"], progress=callback)
+
+
 def run(args: argparse.Namespace) -> int:
     sc = scenario_from_args(args)
-    bar = _progress_bar(sc["job"])
-    callback: Callable[[int, int], None] | None = None
-    if bar is not None:
-        task_id = bar.add_task("run", total=None)
-
-        def callback(done: int, total: int) -> None:
-            bar.update(task_id, completed=done, total=total)
-
-        with bar:
-            result = run_scenario(sc["machine"], sc["job"], sc["cost"], progress=callback)
-    else:
-        result = run_scenario(sc["machine"], sc["job"], sc["cost"])
-    if args.json:
-        sys.stdout.write(json.dumps(result) + "\n")
-    else:
-        sys.stdout.write(_summary(result))
+    if args.repeat == 1:
+        result = _run_one(sc, sc["machine"])
+        sys.stdout.write(json.dumps(result) + "\n" if args.json else _summary(result))
+        return 0
+    base = sc["machine"].get("seed", 0)
+    if not isinstance(base, int) or isinstance(base, bool) or base < 0 or base + args.repeat - 1 > 2**64 - 1:
+        raise UsageError(f"--repeat {args.repeat}: seeds from {base!r} do not fit 0..2**64-1")
+    seeds = [base + i for i in range(args.repeat)]
+    results = [_run_one(sc, {**sc["machine"], "seed": s}) for s in seeds]
+    summary = summarise(results, seeds)
+    sys.stdout.write(json.dumps(summary) + "\n" if args.json else _repeat_summary(summary))
     return 0

@@ -82,8 +82,6 @@ JOB_OPTIONS: tuple[JobOption, ...] = (
     JobOption(name="ios", metavar="N", help="total I/Os", default_text=str(DEFAULT_IOS), kind=int),
     JobOption(name="runtime", metavar="SECONDS", help="simulated seconds to run instead", default_text="",
               kind=float),
-    JobOption(name="seed", metavar="N", help="the job's random stream (offsets, buffer layout)", default_text="0",
-              kind=int, cli=False),
     JobOption(name="size", metavar="SIZE", help="bytes of the namespace the job addresses",
               default_text=_kib(DEFAULT_SIZE), kind=str),
     JobOption(name="contig_pages", metavar="N",
@@ -108,7 +106,6 @@ class JobOptions:
     ios: int | None
     #: simulated seconds, or None for an ``ios`` job
     runtime: float | None
-    seed: int
     size: int
     ramp_time: float
     contig_pages: int
@@ -160,7 +157,6 @@ def job_options(job: Mapping[str, object]) -> JobOptions:
         rwmixread=_int(job, "rwmixread", 50, 0, 100),
         ios=ios,
         runtime=runtime,
-        seed=_int(job, "seed", 0, 0, 2**64 - 1),
         size=size,
         ramp_time=ramp,
         contig_pages=_int(job, "contig_pages", DEFAULT_CONTIG_PAGES, 1, MAX_RUN_PAGES),

@@ -20,6 +20,9 @@ would with ``ioengine=libaio direct=1``:
   allocator placed in an order shuffled with ``sim.rng``.  An I/O larger than the
   driver's ``max_hw_bytes`` is split into requests issued together, as the block
   layer splits a bio;
+* one seed for everything: the machine's ``--seed`` seeds the simulation, and job *j*'s
+  offsets and buffer layout are its streams ``workload.job<j>`` and ``workload.job<j>.buffer``
+  (``run --repeat N`` runs seeds ``seed .. seed+N-1``); there is no second, job-level seed;
 * ``ios`` I/Os in all, or ``runtime`` simulated seconds (whichever ends first
   when both are given);
 * ``ramp_time`` (fio's option): the job runs this many simulated seconds before
@@ -94,10 +97,10 @@ class _Job:
         self.opts = o
         self.index = index
         self.cpu = index % run.kernel.ncpus
-        self.rng = run.sim.rng(f"workload.seed{o.seed}.job{index}")
+        self.rng = run.sim.rng(f"workload.job{index}")
         self.cursor = 0
         self.pages_per_io = -(-o.bs // PAGE_SIZE)
-        buffer_rng = run.sim.rng(f"workload.seed{o.seed}.job{index}.buffer")
+        buffer_rng = run.sim.rng(f"workload.job{index}.buffer")
         self.buffer = user_buffer_pages(run.kernel.mm, buffer_rng, o.iodepth * self.pages_per_io, o.contig_pages)
 
     def slot_pages(self, slot: int) -> list[int]:
