@@ -1,14 +1,17 @@
 """``viommu-sim sweep``: run the workload over a policy x guest kernel x iodepth x seed matrix.
 
 Writes ``results.csv``, ``chart.png`` and a resumable journal into ``--out`` (see ``_sweep``);
-points run on a local process pool, or on a Dask cluster with ``--scheduler``.  Progress goes to
-stderr, the written files to stdout.
+points run on a local process pool (``--workers``, at most ``MAX_WORKERS``), or on a Dask cluster
+with ``--scheduler`` (an address ``PROTOCOL://HOST:PORT``, checked before anything runs; the
+connection attempt gives up after ``CONNECT_TIMEOUT_S``).  Progress goes to stderr, the written
+files to stdout.  Every bad flag or matrix value is one line and exit 2 before any point runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -19,13 +22,39 @@ DEFAULT_AXES: dict[str, list[Any]] = {"policy": ["lazy", "strict"], "guest_kerne
                                       "iodepth": [1, 4, 16, 64], "seed": [0]}
 
 
+#: the most local worker processes: four per CPU (more only add memory and start-up time)
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
+#: how long ``--scheduler`` may take to connect, in seconds
+CONNECT_TIMEOUT_S = 5
+#: a Dask scheduler address: a protocol distributed speaks, a host, a port
+_ADDRESS = re.compile(r"^(?:tcp|tls|ucx|ws|wss)://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):\d{1,5}$")
+
+
+def _short(text: str) -> str:
+    """``repr(text)``, cut to about 60 characters for a one-line message."""
+    return repr(text) if len(text) <= 60 else repr(text[:54]) + "..."
+
+
+def _workers(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (at most {MAX_WORKERS}: four per CPU)")
+    return value
+
+
+def _scheduler(text: str) -> str:
+    if not _ADDRESS.match(text) or not 0 < int(text.rsplit(":", 1)[1]) < 65536:
+        raise argparse.ArgumentTypeError(f"invalid address {_short(text)} (PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.1:8786)")
+    return text
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (a positive integer)") from None
+        raise argparse.ArgumentTypeError(f"invalid value {_short(text)} (a positive integer)") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r} (a positive integer)")
+        raise argparse.ArgumentTypeError(f"invalid value {_short(text)} (a positive integer)")
     return value
 
 
@@ -33,7 +62,7 @@ def _list(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     def parse(text: str) -> list[Any]:
         values = [v.strip() for v in text.split(",")]
         if not all(values):
-            raise argparse.ArgumentTypeError(f"invalid list {text!r} (comma-separated values, e.g. 1,16)")
+            raise argparse.ArgumentTypeError(f"invalid list {_short(text)} (comma-separated values, e.g. 1,16)")
         return [item(v) for v in values]
 
     return parse
@@ -43,9 +72,9 @@ def _seed(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r} (a non-negative integer)") from None
+        raise argparse.ArgumentTypeError(f"invalid seed {_short(text)} (a non-negative integer)") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r} (a non-negative integer)")
+        raise argparse.ArgumentTypeError(f"invalid seed {_short(text)} (a non-negative integer)")
     return value
 
 
@@ -68,9 +97,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     j.add_argument("--bs", metavar="SIZE", help="block size, e.g. 4k")
     j.add_argument("--numjobs", type=_positive, metavar="N", help="fio numjobs")
     r = p.add_argument_group("execution")
-    r.add_argument("--workers", type=_positive, metavar="N",
-                   help=f"local worker processes (default: CPU count, here {os.cpu_count()}); 1 runs in-process")
-    r.add_argument("--scheduler", metavar="ADDRESS",
+    r.add_argument("--workers", type=_workers, metavar="N",
+                   help=f"local worker processes (default: CPU count, here {os.cpu_count()}; at most {MAX_WORKERS}); "
+                   "1 runs in-process")
+    r.add_argument("--scheduler", type=_scheduler, metavar="ADDRESS",
                    help="run on this Dask distributed scheduler (e.g. tcp://10.0.0.1:8786) instead")
     p.set_defaults(handler=run)
 
@@ -121,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         matrix = build_matrix(args)
         progress, close = _reporter()
         try:
-            result = run_sweep(matrix, args.out, workers=args.workers, scheduler=args.scheduler, progress=progress)
+            result = run_sweep(matrix, args.out, workers=args.workers, scheduler=args.scheduler, progress=progress,
+                               connect_timeout=CONNECT_TIMEOUT_S)
         finally:
             close()
     except SweepError as exc:

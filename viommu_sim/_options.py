@@ -66,6 +66,8 @@ def load_toml(path: str, what: str = "") -> dict[str, Any]:
         raise UsageError(f"{what}{path}: invalid TOML: {exc}") from None
     except RecursionError:
         raise UsageError(f"{what}{path}: invalid TOML: nested too deeply") from None
+    except ValueError:  # tomllib's int() of more digits than Python converts (sys.get_int_max_str_digits)
+        raise UsageError(f"{what}{path}: invalid TOML: an integer with too many digits") from None
 
 
 def write_output(text: str) -> None:

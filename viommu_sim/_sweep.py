@@ -25,7 +25,6 @@ import json
 import math
 import os
 import threading
-import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -34,6 +33,7 @@ import attrs
 from models import ConfigError, CostModel, MachineConfig, machine_options
 
 from ._job import job_options
+from ._options import UsageError, load_toml
 from ._workload import run_scenario
 
 Summary = dict[str, Any]
@@ -49,6 +49,10 @@ MATRIX_FILE = "matrix.json"
 JOURNAL_FILE = "points.jsonl"
 CSV_FILE = "results.csv"
 CHART_FILE = "chart.png"
+#: the most values one axis may take, and the most points a matrix may have
+MAX_AXIS_VALUES = 4096
+MAX_POINTS = 100_000
+_SEED_MAX = 2**64 - 1
 
 
 class SweepError(Exception):
@@ -65,18 +69,36 @@ class _PointFailed(Exception):
 
 
 def _axis(name: str, values: Iterable[Any]) -> tuple[Any, ...]:
+    if isinstance(values, (str, bytes, Mapping)):
+        raise SweepError(f"{_AXIS_FLAG[name]}: must be a list of values, not {_shown(values)}")
     values = tuple(values)
     flag = _AXIS_FLAG[name]
     if not values:
         raise SweepError(f"{flag}: needs at least one value")
+    if len(values) > MAX_AXIS_VALUES:
+        raise SweepError(f"{flag}: {len(values)} values (at most {MAX_AXIS_VALUES})")
+    for v in values:  # each value's type first: a list or table in an axis is not hashable
+        if name in ("iodepth", "seed"):
+            lo, hi = (1, 1024) if name == "iodepth" else (0, _SEED_MAX)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise SweepError(f"{flag}: invalid value {_shown(v)} (an integer from {lo} to {hi})")
+        elif not isinstance(v, str):
+            raise SweepError(f"{flag}: invalid value {_shown(v)} (a string)")
     if len(set(values)) != len(values):
-        raise SweepError(f"{flag}: duplicate value in {', '.join(map(str, values))}")
-    if name in ("iodepth", "seed"):
-        lo = 1 if name == "iodepth" else 0
-        for v in values:
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise SweepError(f"{flag}: invalid value {v!r} (an integer >= {lo})")
+        listed = ", ".join(map(str, values))
+        raise SweepError(f"{flag}: duplicate value in {listed if len(listed) <= 80 else listed[:77] + '...'}")
     return values
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` for a one-line message, at most ``limit`` characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _table(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -148,10 +170,16 @@ class Matrix:
     cost: dict[str, Any] = attrs.field(factory=dict, converter=_cost_table)
 
     def __attrs_post_init__(self) -> None:
+        total = len(self.policy) * len(self.guest_kernel) * len(self.iodepth) * len(self.seed)
+        if total > MAX_POINTS:
+            raise SweepError(f"the matrix has {total} points (at most {MAX_POINTS})")
         try:
             json.dumps(self.to_json())
         except (TypeError, ValueError) as exc:
-            raise SweepError(f"--matrix: a value is not a string, number, boolean, list or table: {exc}") from None
+            raise SweepError(f"--matrix: a value is not a string, number, boolean, list or table: "
+                             f"{str(exc)[:80]}") from None
+        except RecursionError:
+            raise SweepError("--matrix: a value is nested too deeply") from None
         for name in ("iommu_policy", "guest_kernel", "seed"):
             if name in self.machine:
                 raise SweepError(f"[machine]: {name} is a sweep axis; set it in [axes]")
@@ -199,11 +227,9 @@ def load_matrix(path: str | os.PathLike[str], **axes: Sequence[Any] | None) -> M
     seed = [...]) and the fixed ``[machine]``, ``[job]``, ``[cost]`` tables.  Keyword axes that
     are not None replace the file's."""
     try:
-        doc = tomllib.loads(Path(path).read_text())
-    except OSError as exc:
-        raise SweepError(f"--matrix: cannot read {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SweepError(f"--matrix: {path}: {exc}") from None
+        doc = load_toml(os.fspath(path), "--matrix: ")
+    except UsageError as exc:
+        raise SweepError(str(exc)) from None
     unknown = sorted(set(doc) - {"axes", "machine", "job", "cost"})
     if unknown:
         raise SweepError(f"--matrix: {path}: unknown table [{unknown[0]}] (axes, machine, job, cost)")
@@ -216,7 +242,9 @@ def load_matrix(path: str | os.PathLike[str], **axes: Sequence[Any] | None) -> M
     if "seeds" in table:
         n = table.pop("seeds")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise SweepError(f"--matrix: {path}: [axes] seeds must be a positive integer, not {n!r}")
+            raise SweepError(f"--matrix: {path}: [axes] seeds must be a positive integer, not {_shown(n)}")
+        if n > MAX_AXIS_VALUES:
+            raise SweepError(f"--matrix: {path}: [axes] seeds = {n} (at most {MAX_AXIS_VALUES})")
         table["seed"] = list(range(n))
     for name in AXES:
         if axes.get(name) is not None:
@@ -265,6 +293,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _write_or_fail(path: Path, data: bytes) -> None:
+    """``_write_atomic``; a failed write (a full disk) is a one-line SweepFailed naming the file."""
+    try:
+        _write_atomic(path, data)
+    except OSError as exc:
+        raise SweepFailed(f"--out: cannot write {path}: {exc.strerror}") from None
+
+
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     for section in ("axes", "machine", "job", "cost"):
         a, b = old.get(section, {}), new.get(section, {})
@@ -275,8 +311,13 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _claim(out: Path, matrix: Matrix) -> None:
-    """Record the matrix in ``out``, or refuse if ``out`` already holds another one."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Record the matrix in ``out``, or refuse if ``out`` already holds another one (or is no directory)."""
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"--out: {out} is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"--out: cannot create {out}: {exc.strerror}") from None
     want = matrix.to_json()
     path = out / MATRIX_FILE
     if path.exists():
@@ -290,7 +331,7 @@ def _claim(out: Path, matrix: Matrix) -> None:
         return
     if (out / JOURNAL_FILE).exists():
         raise SweepError(f"{out} has a {JOURNAL_FILE} but no {MATRIX_FILE}; use another --out directory")
-    _write_atomic(path, (json.dumps(want, indent=2) + "\n").encode())
+    _write_or_fail(path, (json.dumps(want, indent=2) + "\n").encode())
 
 
 def _load_journal(out: Path, by_key: Mapping[str, Point]) -> dict[str, Summary]:
@@ -422,14 +463,14 @@ def _run_local(runner: Runner, matrix: Matrix, todo: list[Point], workers: int,
 
 
 def _run_dask(runner: Runner, matrix: Matrix, todo: list[Point], scheduler: str,
-              timeout: float | None) -> Iterable[tuple[Point, Summary]]:
+              timeout: float | None, connect_timeout: float) -> Iterable[tuple[Point, Summary]]:
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
         raise SweepError("--scheduler: needs dask.distributed (pip install 'viommu-sim[dask]')") from None
     try:
         # dask.distributed's Client.__init__ has no annotations
-        client = Client(scheduler, timeout=timeout or 30, set_as_default=False)  # type: ignore[no-untyped-call]
+        client = Client(scheduler, timeout=connect_timeout, set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError, ValueError) as exc:
         raise SweepError(f"--scheduler: cannot connect to {scheduler}: {exc}") from None
     return _dask_results(client, as_completed, runner, matrix, todo, timeout)
@@ -457,14 +498,15 @@ def _dask_results(client: Any, as_completed: Any, runner: Runner, matrix: Matrix
 
 def run_sweep(matrix: Matrix, out_dir: str | os.PathLike[str], *, runner: Runner = run_scenario,
               workers: int | None = None, scheduler: str | None = None, progress: Progress | None = None,
-              timeout: float | None = None) -> SweepResult:
+              timeout: float | None = None, connect_timeout: float = 30) -> SweepResult:
     """Run every point of ``matrix`` not yet in ``out_dir``'s journal and write the CSV and chart.
 
     ``runner`` is called as ``runner(machine, job, cost)``; it must be picklable by reference (a
     module-level function or an instance of a module-level class: it goes to the pool processes
     or Dask workers).  ``workers`` (default: CPU count) sizes the local process
     pool; 1 runs the points in this process.  ``scheduler`` (a Dask scheduler address) runs them on
-    that cluster instead.  ``timeout`` (seconds) bounds the whole run.  A point that raises stops
+    that cluster instead (``connect_timeout`` seconds to connect).  ``timeout`` (seconds) bounds the
+    whole run.  A point that raises stops
     the sweep with a ``SweepError`` naming it; the points finished so far stay in the journal.
     """
     out = Path(out_dir)
@@ -476,7 +518,7 @@ def run_sweep(matrix: Matrix, out_dir: str | os.PathLike[str], *, runner: Runner
     if not todo:
         results: Iterable[tuple[Point, Summary]] = ()
     elif scheduler:
-        results = _run_dask(runner, matrix, todo, scheduler, timeout)
+        results = _run_dask(runner, matrix, todo, scheduler, timeout, connect_timeout)
     else:
         results = _run_local(runner, matrix, todo, workers or os.cpu_count() or 1, timeout)
     if progress:
@@ -494,11 +536,17 @@ def run_sweep(matrix: Matrix, out_dir: str | os.PathLike[str], *, runner: Runner
     except (TimeoutError, concurrent.futures.TimeoutError):
         raise SweepFailed(f"timed out after {timeout} s with {len(done)} of {len(pts)} points done; "
                          "rerun to resume") from None
+    except OSError as exc:  # the journal: a full disk, a directory made read-only
+        raise SweepFailed(f"--out: cannot write {out / JOURNAL_FILE}: {exc.strerror} ({len(done)} of {len(pts)} "
+                         "points done; rerun to resume)") from None
     except _PointFailed as failed:
         msg = (str(failed.exc).splitlines() or [""])[0]
         raise SweepFailed(f"point {failed.point.key} failed: {type(failed.exc).__name__}: {msg} "
                          f"({len(done)} of {len(pts)} points done; rerun to resume)") from failed.exc
     finally:
-        _write_atomic(out / CSV_FILE, render_csv(pts, done).encode())
-    chart = out / CHART_FILE if render_chart(matrix, pts, done, out / CHART_FILE) else None
+        _write_or_fail(out / CSV_FILE, render_csv(pts, done).encode())
+    try:
+        chart = out / CHART_FILE if render_chart(matrix, pts, done, out / CHART_FILE) else None
+    except OSError as exc:
+        raise SweepFailed(f"--out: cannot write {out / CHART_FILE}: {exc.strerror}") from None
     return SweepResult(total=len(pts), ran=len(todo), skipped=skipped, csv=out / CSV_FILE, chart=chart)
