@@ -56,8 +56,8 @@ def _load_file(ref: str, path: str) -> Any:
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, full)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
-        raise _fail(ref, f"cannot load {path!r} as Python")
+    if spec is None or spec.loader is None:  # not a .py file
+        raise _fail(ref, f"cannot load {path!r} as Python (a PATH.py:Class reference names a .py file)")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

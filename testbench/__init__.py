@@ -46,6 +46,12 @@ from sim import (
     with_timeout as with_timeout,
 )
 
+from ._conformance import (
+    PolicyReport as PolicyReport,
+    PropertyVerdict as PropertyVerdict,
+    RunPoint as RunPoint,
+    check_policy as check_policy,
+)
 from ._coverage import Coverage as Coverage
 from ._decorators import parametrize as parametrize, test as test
 from ._faults import (
@@ -65,6 +71,20 @@ from ._safety import DmaSafetyScoreboard as DmaSafetyScoreboard, OrderingScorebo
 from ._scoreboard import Monitor as Monitor, Scoreboard as Scoreboard, ScoreboardError as ScoreboardError
 from ._seed import current_seed as current_seed
 
+# the invalidation-policy API, for policy authors: the protocol lives with the guest that calls it
+from models.guest import (  # noqa: E402
+    POLICY_API_VERSION as POLICY_API_VERSION,
+    Action as Action,
+    ArmTimer as ArmTimer,
+    FlushIotlbAll as FlushIotlbAll,
+    FreeIova as FreeIova,
+    InvalidationCounters as InvalidationCounters,
+    InvalidationPolicy as InvalidationPolicy,
+    InvalidationStats as InvalidationStats,
+    IotlbSync as IotlbSync,
+    PolicyContext as PolicyContext,
+)
+
 __all__ = sorted(
     [
         "Cancelled", "Combine", "Coverage", "DmaAttempt", "DmaSafetyScoreboard", "Event", "First",
@@ -75,6 +95,10 @@ __all__ = sorted(
         "SimTimeoutError", "Simulator", "Task", "Timer", "TraceRecord", "current_seed", "format_time", "ms", "ns",
         "parametrize", "ps", "register_platform_factory", "sample_request_coverage", "seconds", "sleep", "spawn", "test", "us",
         "with_timeout",
+        # the invalidation-policy API (models.guest) and its conformance suite (_conformance)
+        "POLICY_API_VERSION", "Action", "ArmTimer", "FlushIotlbAll", "FreeIova", "InvalidationCounters",
+        "InvalidationPolicy", "InvalidationStats", "IotlbSync", "PolicyContext", "PolicyReport", "PropertyVerdict",
+        "RunPoint", "check_policy",
     ]
 )
 

@@ -108,6 +108,8 @@ def _summary(r: dict[str, Any]) -> str:
         fq = policy.fq_options
         if fq is not None:
             kind = "lazy, " + ("single flush queue" if fq.single_queue else "per-CPU flush queues")
+        elif policy.ref is not None:
+            kind = f"policy {policy.ref} ({policy.type} domain)"
         else:
             kind = "strict" if m["iommu_policy"] == "strict" else "lazy falls back to strict (no deferred flush)"
         batching = "on" if virtio_iommu_map_batching(m["guest_kernel"], m["map_batching"]) else "off"

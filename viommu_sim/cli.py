@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from models import ConfigError
 from models.guest import OutOfMemory
 
-from . import __version__, _cmd_boot, _cmd_demo, _cmd_lspci, _cmd_replay, _cmd_run, _cmd_sweep
+from . import __version__, _cmd_boot, _cmd_check_policy, _cmd_demo, _cmd_lspci, _cmd_replay, _cmd_run, _cmd_sweep
 from ._options import Parser, UsageError
 
-_COMMANDS = (_cmd_demo, _cmd_lspci, _cmd_replay, _cmd_boot, _cmd_run, _cmd_sweep)
+_COMMANDS = (_cmd_demo, _cmd_lspci, _cmd_replay, _cmd_boot, _cmd_run, _cmd_sweep, _cmd_check_policy)
 
 
 def build_parser() -> Parser:
