@@ -286,6 +286,10 @@ def run_scenario(machine: dict[str, Any], job: dict[str, Any], cost: dict[str, A
     opts = job_options(job)
     if config.nvme == "none":
         raise ConfigError("--nvme", "the job needs an NVMe (nvme=vfio or emulated), not 'none'")
+    buffers = opts.numjobs * opts.iodepth * opts.bs
+    if buffers > config.memory // 4:  # each contiguous run gets its own allocator block of up to twice its size
+        raise ConfigError("--bs", f"the jobs' buffers (numjobs x iodepth x bs = {buffers} bytes) need more than a "
+                          f"quarter of the guest RAM ({config.memory} bytes): give the guest more --memory")
     sim = Simulator(seed=config.seed)
     hw = build_machine(config, sim)
     runs: list[_Run] = []
