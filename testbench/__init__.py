@@ -47,6 +47,7 @@ from sim import (
 )
 
 from ._conformance import (
+    INVALIDATION_SLACK_PS as INVALIDATION_SLACK_PS,
     PolicyReport as PolicyReport,
     PropertyVerdict as PropertyVerdict,
     RunPoint as RunPoint,
@@ -96,8 +97,9 @@ __all__ = sorted(
         "parametrize", "ps", "register_platform_factory", "sample_request_coverage", "seconds", "sleep", "spawn", "test", "us",
         "with_timeout",
         # the invalidation-policy API (models.guest) and its conformance suite (_conformance)
-        "POLICY_API_VERSION", "Action", "ArmTimer", "FlushIotlbAll", "FreeIova", "InvalidationCounters",
-        "InvalidationPolicy", "InvalidationStats", "IotlbSync", "PolicyContext", "PolicyReport", "PropertyVerdict",
+        "INVALIDATION_SLACK_PS", "POLICY_API_VERSION", "Action", "ArmTimer", "FlushIotlbAll", "FreeIova",
+        "InvalidationCounters", "InvalidationPolicy", "InvalidationStats", "IotlbSync", "PolicyContext",
+        "PolicyReport", "PropertyVerdict",
         "RunPoint", "check_policy",
     ]
 )

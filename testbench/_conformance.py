@@ -175,7 +175,8 @@ async def _io(p: Any, cpu: int, buf: int, count: int, failures: list[str]) -> No
 
 
 async def _burst(p: Any, bufs: list[int], failures: list[str]) -> None:
-    tasks = [p.sim.spawn(_io(p, cpu, buf, BURST, failures), name=f"conformance.io{cpu}") for cpu, buf in enumerate(bufs)]
+    tasks = [p.sim.spawn(_io(p, cpu, buf, BURST, failures), name=f"conformance.io{cpu}")
+             for cpu, buf in enumerate(bufs)]
     for task in tasks:
         await task
 

@@ -5,7 +5,8 @@ but one domain-wide list and a 1 ms timer instead of per-CPU rings and 10 ms: an
 waits in the list; the first unmap into an empty list arms the timer; when it fires, one
 ``flush_iotlb_all`` invalidates the whole domain, and every IOVA queued before that flush *began*
 is freed when it returns.  IOVAs unmapped while a flush is in flight wait for the next one (the
-flush may already have passed them), so no IOVA is reused before the device has seen its UNMAP.
+flush may already have passed them), due at the oldest one's deadline; so no IOVA is reused
+before the device has seen its UNMAP, and none waits more than 1 ms for its flush to begin.
 
 Use it with ``--iommu-policy examples/policies/deferred.py:Deferred1ms`` (see README.md).
 """
@@ -48,13 +49,15 @@ class Deferred1ms:
         self.counters.unmaps += 1
         self.queued.append((cpu, pfn, pages, now_ps))
         self.counters.max_entries = max(self.counters.max_entries, len(self.queued))
-        return self._arm(cpu, now_ps)
+        return self._arm()
 
-    def _arm(self, cpu: int, now_ps: int) -> list[Action]:
+    def _arm(self) -> list[Action]:
+        """Arm the timer, if it is not, for the oldest queued IOVA's deadline on the CPU that unmapped it."""
         if self.timer_armed or not self.queued:
             return []
         self.timer_armed = True
-        return [ArmTimer(now_ps + self.stale_bound_ps, cpu)]
+        cpu, _, _, unmapped = self.queued[0]
+        return [ArmTimer(unmapped + self.stale_bound_ps, cpu)]
 
     def timer_expired(self, now_ps: int) -> list[Action]:
         self.timer_armed = False
@@ -73,8 +76,8 @@ class Deferred1ms:
         for cpu, pfn, pages, unmapped in covered:
             self.counters.release(now_ps - unmapped)
             actions.append(FreeIova(cpu, pfn, pages))
-        # what was unmapped during the flush waits for the next one
-        return actions + self._arm(covered[-1][0], now_ps)
+        # what was unmapped during the flush has armed the timer for the next one (timer_expired cleared it)
+        return actions
 
     def statistics(self) -> InvalidationStats:
         return self.counters.snapshot()

@@ -172,3 +172,39 @@ def test_fq_rejects_bad_input():
         fq.flush_done(9, 0)
     with pytest.raises(ValueError, match="power of two"):
         FlushQueueOptions(size=100)
+
+
+def test_the_built_ins_follow_the_public_invalidation_policy_protocol():
+    """StrictInvalidation and both flush queues are InvalidationPolicy objects of API version 1 and declare
+    their bound: strict syncs at the unmap, a flush queue waits at most one timer period."""
+    from models.guest import POLICY_API_VERSION, InvalidationPolicy
+
+    per_cpu = FlushQueue(FlushQueueOptions(), 4)
+    single = FlushQueue(FlushQueueOptions.for_device(shadow_on_flush=True), 4)
+    strict = StrictInvalidation(4)
+    assert POLICY_API_VERSION == 1
+    assert all(isinstance(p, InvalidationPolicy) for p in (strict, per_cpu, single))
+    assert [(p.api_version, p.stale_bound_ps, p.deferred_flush) for p in (strict, per_cpu, single)] == [
+        (1, 0, False), (1, ms(10), True), (1, ms(1000), True)]
+    with pytest.raises(RuntimeError, match="strict domain arms no timer"):
+        strict.timer_expired(us(1))
+
+
+def test_a_referenced_policy_gets_a_dma_fq_domain_on_6_12_and_falls_back_to_strict_on_6_7(tmp_path):
+    """A class that defers flushes needs flush_iotlb_all: 6.12 gives it DMA-FQ, 6.7 a strict DMA domain."""
+    from pathlib import Path
+
+    ref = f"{Path(__file__).resolve().parents[2]}/examples/policies/deferred.py:Deferred1ms"
+    on_612 = dma_domain_policy("6.12", ref)
+    assert (on_612.type, on_612.fq_options, on_612.ref) == ("DMA-FQ", None, ref)
+    made = make_invalidation(on_612, 4, "6.12")
+    assert type(made).__name__ == "Deferred1ms" and made.stale_bound_ps == ms(1)
+    assert made.unmap(1, 0xFFFFD, 1, us(10)) == [ArmTimer(us(10) + ms(1), 1)]
+    assert made.unmap(2, 0xFFFFC, 1, us(20)) == []
+    assert made.timer_expired(us(1010)) == [FlushIotlbAll(1)]
+    # queued during the flush: not covered by it, the next flush is due at its own deadline
+    assert made.unmap(3, 0xFFFFB, 1, us(1012)) == [ArmTimer(us(1012) + ms(1), 3)]
+    assert made.flush_done(1, us(1017)) == [FreeIova(1, 0xFFFFD, 1), FreeIova(2, 0xFFFFC, 1)]
+    on_67 = dma_domain_policy("6.7", ref)
+    assert (on_67.type, on_67.ref) == ("DMA", None) and "policy" in on_67.reason
+    assert isinstance(make_invalidation(on_67, 4, "6.7"), StrictInvalidation)
