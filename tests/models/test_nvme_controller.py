@@ -708,10 +708,12 @@ def test_each_completion_queue_interrupts_on_its_own_vector():
     assert [v for _, v in drv.msix_log] == [2, 1, 0]
 
 
-def test_read_latency_is_fetch_service_transfer_and_completion():
-    """A 4 KiB read completes 2 PCIe latencies + service + ceil(4096 B / bandwidth) after its doorbell."""
+def test_read_latency_is_fetch_service_media_transfer_and_completion():
+    """A 4 KiB read completes 2 PCIe latencies + firmware time + one flash sense and channel transfer +
+    ceil(4096 B / bandwidth) after its doorbell; a 128 KiB read of the same LBAs finds page 0 still in
+    its die's page register and senses the other 7 pages on 7 dies in parallel."""
     cost = CostModel().evolve(pcie_latency_ps=700_000, nvme_cmd_service_ps=9_000_000,
-                              nvme_bandwidth_bytes_per_s=3_000_000_000)
+                              nvme_bandwidth_bytes_per_s=3_000_000_000, nvme_flash_read_tail_ps=0)
 
     async def body(drv: NvmeHostDriver) -> tuple[int, int, int]:
         await up(drv)
@@ -730,9 +732,10 @@ def test_read_latency_is_fetch_service_transfer_and_completion():
     (single, big1, gap), _, _ = run(body, cost=cost)
     xfer_4k = -(-4096 * 10**12 // 3_000_000_000)
     xfer_128k = -(-131072 * 10**12 // 3_000_000_000)
+    sense, chan_4k, chan_16k = 40_000_000, -(-4096 * 10**12 // 875_000_000), -(-16384 * 10**12 // 875_000_000)
 
-    assert single == 2 * 700_000 + 9_000_000 + xfer_4k
-    assert big1 == 3 * 700_000 + 9_000_000 + xfer_128k  # plus one PRP-list read
+    assert single == 2 * 700_000 + 9_000_000 + sense + chan_4k + xfer_4k
+    assert big1 == 3 * 700_000 + 9_000_000 + sense + chan_16k + xfer_128k  # plus one PRP-list read
     assert gap == xfer_128k  # the second burst waits for the shared link
 
 
