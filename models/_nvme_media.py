@@ -196,9 +196,10 @@ class NvmeMedia:
             self._n["cache_wait"] += admit - now
         self._n["writes"] += 1
         inserted = admit + self._sample(spec.write_ps, spec.write_tail_ps)
-        self._drain_end = max(inserted, self._drain_end) + -(-nbytes * PS_PER_S // rate)
+        # the drain takes the bytes from their admission on: it stays busy from now to drain_end
+        self._drain_end = max(admit, self._drain_end) + -(-nbytes * PS_PER_S // rate)
         if spec.volatile and not cache_enabled:
-            return self._drain_end  # write-through: complete when on the media
+            return max(inserted, self._drain_end)  # write-through: complete when on the media
         return inserted
 
     def flush(self, now: int, *, cache_enabled: bool) -> int:
