@@ -126,6 +126,5 @@ def check_iommu_policy(value: object) -> None:
     if is_policy_reference(value):
         assert isinstance(value, str)
         load_policy_class(value)
-    elif value not in BUILTIN_POLICIES:
-        raise ConfigError(_OPTION, f"invalid value {value!r} (choose from lazy, strict, or PATH.py:Class / "
-                                   "package.module:Class)")
+    elif value not in BUILTIN_POLICIES:  # the message of every option with choices (a reference has a colon)
+        raise ConfigError(_OPTION, f"invalid value {value!r} (choose from {', '.join(BUILTIN_POLICIES)})")

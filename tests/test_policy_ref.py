@@ -75,11 +75,13 @@ def test_every_bad_reference_is_one_line_naming_the_problem_and_exit_2(tmp_path,
         assert err == f"viommu-sim run: error: --iommu-policy: policy {ref!r}: {problem}\n"
 
 
-def test_a_bad_name_lists_the_built_ins_and_the_reference_forms(capsys):
+def test_a_bad_name_without_a_colon_lists_the_built_ins_and_the_help_the_reference_forms(capsys):
     assert main(["boot", "--iommu-policy", "deferred"]) == 2
     assert capsys.readouterr().err == (
-        "viommu-sim boot: error: --iommu-policy: invalid value 'deferred' (choose from lazy, strict, or "
-        "PATH.py:Class / package.module:Class)\n")
+        "viommu-sim boot: error: --iommu-policy: invalid value 'deferred' (choose from lazy, strict)\n")
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "or a policy class: PATH.py:Class or package.module:Class" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_scenario_file_and_the_config_refuse_a_bad_reference_with_the_same_message(tmp_path, capsys):
