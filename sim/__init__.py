@@ -26,12 +26,14 @@ from ._time import (
     PS_PER_NS as PS_PER_NS,
     PS_PER_S as PS_PER_S,
     PS_PER_US as PS_PER_US,
+    TIME_UNITS as TIME_UNITS,
     SimTime as SimTime,
     format_time as format_time,
     ms as ms,
     ns as ns,
     ps as ps,
     seconds as seconds,
+    to_ps as to_ps,
     us as us,
 )
 from ._trace import (
@@ -60,9 +62,9 @@ __all__ = sorted(
         "Cancelled", "CallbackSink", "Combine", "Event", "First", "JsonlSink", "ListSink", "Lock",
         "PRIORITY_LATE", "PRIORITY_NORMAL", "PRIORITY_URGENT", "PS_PER_MS", "PS_PER_NS", "PS_PER_S",
         "PS_PER_US", "Queue", "QueueEmpty", "QueueFull", "RngStreams", "Signal", "SimDeadlockError",
-        "SimTime", "SimTimeoutError", "Simulator", "Task", "TaskState", "Timer", "TraceRecord",
+        "SimTime", "SimTimeoutError", "TIME_UNITS", "Simulator", "Task", "TaskState", "Timer", "TraceRecord",
         "TraceSink", "Tracer", "Trigger", "current_sim", "format_time", "ms", "ns", "ps", "seconds", "sleep", "spawn",
-        "stable_hash", "us", "with_timeout",
+        "stable_hash", "to_ps", "us", "with_timeout",
     ]
 )
 

@@ -66,6 +66,29 @@ def seconds(value: Number) -> SimTime:
     return _exact(value, PS_PER_S, "s")
 
 
+#: cocotb's time units and their size in ps; ``step`` is the simulator's precision, here 1 ps
+TIME_UNITS: dict[str, Fraction] = {
+    "fs": Fraction(1, 1000), "ps": Fraction(1), "ns": Fraction(PS_PER_NS), "us": Fraction(PS_PER_US),
+    "ms": Fraction(PS_PER_MS), "sec": Fraction(PS_PER_S), "step": Fraction(1),
+}
+
+
+def to_ps(value: Number, unit: str) -> SimTime:
+    """``value`` in cocotb's ``unit`` (fs, ps, ns, us, ms, sec or step) as SimTime; refuses to round."""
+    scale = TIME_UNITS.get(unit)
+    if scale is None:
+        raise ValueError(f"unknown time unit {unit!r} (one of {', '.join(TIME_UNITS)})")
+    if scale.denominator == 1:
+        return _exact(value, int(scale), unit)
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction, Decimal)):
+        raise TypeError(f"{unit}() takes an int, float, Fraction or Decimal, not {type(value).__name__}")
+    product = Fraction(value) * scale
+    if product.denominator != 1:
+        raise ValueError(f"{value!r} {unit} is not a whole number of picoseconds; "
+                         "simulated time is an integer count of ps and is never rounded silently")
+    return int(product)
+
+
 def format_time(t: SimTime) -> str:
     """Render a SimTime for messages: the largest unit that keeps it exact-ish."""
     if t % PS_PER_MS == 0 and t:

@@ -9,10 +9,11 @@ here beside it rather than among the other triggers) and asks any other trigger 
 from __future__ import annotations
 
 import types
+import warnings
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, Union, runtime_checkable
 
-from ._time import SimTime, format_time
+from ._time import Number, SimTime, format_time, to_ps
 
 if TYPE_CHECKING:
     from ._kernel import Simulator
@@ -76,13 +77,27 @@ class Trigger:
 
 
 class Timer(Trigger):
-    """Fires ``delay`` picoseconds after it is awaited.  ``await Timer(0)`` yields
-    to every other task scheduled for the current instant."""
+    """Fires ``delay`` after it is awaited.  ``await Timer(0)`` yields to every other
+    task scheduled for the current instant.
+
+    As cocotb 2's ``Timer(time, unit)``: ``unit`` is ``"fs"``, ``"ps"``, ``"ns"``, ``"us"``,
+    ``"ms"``, ``"sec"`` or ``"step"`` (the default: the kernel's precision, 1 ps, so
+    ``Timer(10)`` is 10 ps); a time that is not a whole number of ps is refused, never
+    rounded (cocotb's ``round_mode="error"``).  cocotb 1.x's ``units=`` still works, with a
+    ``DeprecationWarning``.  ``delay`` is always the wait in ps.
+    """
 
     __slots__ = ("delay",)
 
-    def __init__(self, delay: SimTime) -> None:
-        self.delay = check_delay(delay)
+    def __init__(self, delay: SimTime | Number, unit: str = "step", *, units: str | None = None) -> None:
+        if units is not None:
+            warnings.warn("Timer(units=...) is cocotb 1.x's spelling; use unit=...", DeprecationWarning,
+                          stacklevel=2)
+            unit = units
+        if unit == "step" or unit == "ps":
+            self.delay = check_delay(delay)
+        else:
+            self.delay = check_delay(to_ps(delay, unit))
 
     def __repr__(self) -> str:
         return f"Timer({format_time(self.delay)})"

@@ -38,3 +38,26 @@ def test_format_time_uses_the_largest_exact_unit():
     assert [format_time(ms(3)), format_time(us(7)), format_time(ns(2)), format_time(5), format_time(0)] == [
         "3 ms", "7 us", "2 ns", "5 ps", "0 ps",
     ]
+
+
+def test_timer_takes_cocotb_units_and_refuses_to_round():
+    import warnings
+
+    import pytest
+
+    from sim import Timer
+
+    assert Timer(10, unit="ns").delay == 10_000
+    assert Timer(1.5, unit="us").delay == 1_500_000
+    assert Timer(2, unit="sec").delay == 2 * 10**12
+    assert Timer(3000, unit="fs").delay == 3
+    assert Timer(10).delay == Timer(10, unit="step").delay == Timer(10, "ps").delay == 10
+    with pytest.raises(ValueError, match="not a whole number of picoseconds"):
+        Timer(1500, unit="fs")
+    with pytest.raises(ValueError, match=r"unknown time unit 'days'"):
+        Timer(1, unit="days")
+    with pytest.warns(DeprecationWarning, match="cocotb 1.x's spelling; use unit="):
+        assert Timer(5, units="ns").delay == 5000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Timer(5, unit="ns")  # the cocotb 2 spelling warns nothing
