@@ -102,9 +102,15 @@ def test_a_good_reference_stays_a_string_in_a_frozen_hashable_config(tmp_path):
     assert {a: 1}[b] == 1
 
 
-def test_a_package_module_reference_loads_like_a_file_reference():
-    cfg = MachineConfig(iommu_policy="models.guest:StrictInvalidation", guest_kernel="6.12")
-    assert cfg.iommu_policy == "models.guest:StrictInvalidation"
+def test_a_package_module_reference_runs_like_a_file_reference(tmp_path, monkeypatch, capsys):
+    package = tmp_path / "site_policies"
+    package.mkdir()
+    (package / "__init__.py").write_text(GOOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["run", "--json", "--guest-kernel", "6.12", "--ios", "20", "--iommu-policy", "site_policies:Sync"]) == 0
+    mine = capsys.readouterr().out
+    assert main(["run", "--json", "--guest-kernel", "6.12", "--ios", "20", "--iommu-policy", "strict"]) == 0
+    assert mine.replace("site_policies:Sync", "strict") == capsys.readouterr().out
 
 
 def test_a_reference_runs_through_the_whole_stack_and_is_echoed(tmp_path, capsys):
