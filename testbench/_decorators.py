@@ -25,7 +25,7 @@ from typing import Any, TypeVar, overload
 
 import pytest
 
-from sim import PRIORITY_LATE, Simulator, SimTimeoutError, format_time
+from sim import PRIORITY_LATE, TIME_UNITS, Simulator, SimTimeoutError, format_time, to_ps
 
 from . import _seed
 
@@ -42,6 +42,8 @@ def test(fn: F, /) -> F: ...
 def test(
     *,
     timeout: int | None = None,
+    timeout_time: float | None = None,
+    timeout_unit: str = "step",
     expect_error: _ExcTypes = (),
     skip: bool = False,
     expect_fail: bool = False,
@@ -53,6 +55,8 @@ def test(
     /,
     *,
     timeout: int | None = None,
+    timeout_time: float | None = None,
+    timeout_unit: str = "step",
     expect_error: _ExcTypes = (),
     skip: bool = False,
     expect_fail: bool = False,
@@ -64,6 +68,9 @@ def test(
             counted from its start; if it is still running after every event of
             that instant, it is cancelled and fails with ``SimTimeoutError``
             naming what it was waiting on.  Meant to catch hangs.
+        timeout_time, timeout_unit: cocotb's spelling of the same limit
+            (``timeout_time=5, timeout_unit="us"``; units fs, ps, ns, us, ms, sec,
+            step = 1 ps); give either these or ``timeout``.
         expect_error: exception type(s); the test passes only if it (or a sim
             task nobody awaited) raises one of them.
         skip: do not run the test.
@@ -74,10 +81,29 @@ def test(
     The test may take any fixtures; ``sim`` is the Simulator it runs on.
     Scoreboards created during the test are checked when it returns.
     """
+    timeout = _timeout_ps(timeout, timeout_time, timeout_unit)
     if fn is not None:
         return _make_test(fn, timeout, expect_error, skip, expect_fail)
     _check_options(timeout, expect_error)
     return lambda f: _make_test(f, timeout, expect_error, skip, expect_fail)
+
+
+def _timeout_ps(timeout: int | None, timeout_time: float | None, timeout_unit: str) -> int | None:
+    """The limit in ps from ``timeout`` or from cocotb's ``timeout_time``/``timeout_unit``."""
+    if timeout_time is None:
+        if timeout_unit != "step":
+            raise TypeError(f"@testbench.test(timeout_unit={timeout_unit!r}) needs timeout_time")
+        return timeout
+    if timeout is not None:
+        raise TypeError("@testbench.test: give timeout (ps) or timeout_time/timeout_unit, not both")
+    if timeout_unit not in TIME_UNITS:
+        raise TypeError(f"@testbench.test(timeout_unit={timeout_unit!r}): one of {', '.join(TIME_UNITS)}")
+    if isinstance(timeout_time, bool) or not isinstance(timeout_time, (int, float)) or timeout_time <= 0:
+        raise TypeError(f"@testbench.test(timeout_time={timeout_time!r}): a positive number")
+    try:
+        return to_ps(timeout_time, timeout_unit)
+    except ValueError as exc:
+        raise TypeError(f"@testbench.test(timeout_time={timeout_time!r}, timeout_unit={timeout_unit!r}): {exc}") from None
 
 
 test.__test__ = False  # type: ignore[attr-defined]  # `from testbench import test` is not a pytest test

@@ -9,6 +9,8 @@ functional-coverage report when a test sampled coverage.
 
 from __future__ import annotations
 
+import inspect
+
 import os
 import time
 from collections.abc import Generator
@@ -63,6 +65,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     ctx = _seed.CaseContext(item.nodeid, config.getoption("viommu_seed"), str(config.rootpath))
     item.stash[_CTX] = ctx
     item.stash[_PREVIOUS] = _seed.activate(ctx)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """An ``async def`` test that nothing runs (pytest-trio wraps the ones it runs, so they are
+    plain functions by now): say what to write instead of pytest's "install a plugin" skip."""
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        pytest.fail(f"{pyfuncitem.name} is an `async def` test without @testbench.test: decorate it with "
+                    "@testbench.test to run it inside the simulation (its body awaits Timer, Event, ...)",
+                    pytrace=False)
+    return None
 
 
 @pytest.hookimpl(wrapper=True)

@@ -276,3 +276,39 @@ def test_testbench_reexports_the_kernel_api():
                  "Task", "ns", "us", "ms", "Cancelled", "SimTimeoutError", "spawn", "Simulator"]:
         assert getattr(testbench, name) is getattr(sim, name), name
     assert testbench.test.__test__ is False
+
+
+def test_cocotb_units_and_timeout_time_work_as_in_cocotb(pytester):
+    """Timer(n, unit=...) and @testbench.test(timeout_time=, timeout_unit=) as cocotb 2 spells them."""
+    result = run(pytester, """
+@testbench.test(timeout_time=5, timeout_unit="us")
+async def test_within(sim):
+    await Timer(10, unit="ns")
+    assert sim.now == 10_000
+
+@testbench.test(timeout_time=1, timeout_unit="us")
+async def test_past_it(sim):
+    await Timer(2, unit="us")
+""")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*SimTimeoutError: test_past_it did not finish within its timeout of 1 us*"])
+
+
+def test_timeout_time_is_checked_like_timeout():
+    with pytest.raises(TypeError, match="give timeout \\(ps\\) or timeout_time/timeout_unit, not both"):
+        testbench.test(timeout=5, timeout_time=1, timeout_unit="ns")
+    with pytest.raises(TypeError, match="timeout_unit='hours'"):
+        testbench.test(timeout_time=1, timeout_unit="hours")
+    with pytest.raises(TypeError, match="not a whole number of picoseconds"):
+        testbench.test(timeout_time=1, timeout_unit="fs")
+
+
+def test_a_bare_async_test_is_told_to_use_testbench_test(pytester):
+    """Without trio_mode, an undecorated `async def` test fails naming @testbench.test (not "install a plugin")."""
+    pytester.makeini("[pytest]\n")
+    result = run(pytester, """
+async def test_forgot_the_decorator():
+    await Timer(1)
+""")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*test_forgot_the_decorator is an `async def` test without @testbench.test*"])
