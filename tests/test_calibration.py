@@ -25,6 +25,13 @@ def test_default_costs_reproduce_the_published_table_within_3pp() -> None:
     assert max(abs(e["delta_pp"]) for e in entries) <= TOLERANCE_PP
 
 
+def test_the_process_pool_gives_the_sequential_results() -> None:
+    """Every row's machines give the same table on a pool of two processes as one after the other here."""
+    tiny = {"numjobs": 2, "iodepth": 4, "runtime": 0.001, "ramp_time": 0.0005}
+    sequential = run(job=tiny, repetitions=2, workers=1)
+    assert run(job=tiny, repetitions=2, workers=2) == sequential
+
+
 STRICT_64K = {"rw": "randwrite", "bs": "64k", "numjobs": 16, "iodepth": 16, "ios": 600}
 
 
