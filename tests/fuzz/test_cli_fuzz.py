@@ -35,9 +35,11 @@ from viommu_sim._sweep import SweepError, load_matrix
 from viommu_sim.cli import main
 
 LONG = os.environ.get("VIOMMU_FUZZ") == "long"
+#: the long profile's examples per fast property (VIOMMU_FUZZ_EXAMPLES overrides the nightly 10^5)
+LONG_EXAMPLES = int(os.environ.get("VIOMMU_FUZZ_EXAMPLES", "100000"))
 _SLOW = settings(max_examples=1000 if LONG else 8, deadline=None, derandomize=not LONG,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-_FAST = settings(max_examples=100_000 if LONG else 100, deadline=None, derandomize=not LONG, database=None,
+_FAST = settings(max_examples=LONG_EXAMPLES if LONG else 100, deadline=None, derandomize=not LONG, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                         HealthCheck.data_too_large])
 
