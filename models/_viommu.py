@@ -72,6 +72,7 @@ class VirtioIommu(ViommuRequests):
         self.transport: _Transport | None = None
         #: QEMU's big lock: kicks from several vCPUs are handled one after the other
         self.bql = bql if bql is not None else Lock(f"{name}.bql")
+        self._handler_busy_ps = 0
         super().__init__(sim, config, endpoints=endpoints, vfio_endpoints=vfio_endpoints,
                          reserved_regions=reserved_regions, boot_bypass=boot_bypass, name=name)
 
@@ -159,8 +160,15 @@ class VirtioIommu(ViommuRequests):
         (``request_size``), and writes only its reply into the writable part.  A malformed chain breaks the device (virtio_error) and stops the loop.
         """
         async with self.bql:
+            start = self.sim.now
             await Timer(self.cost.viommu_notify_ps)
             await self._drain_requests()
+            self._handler_busy_ps += self.sim.now - start
+
+    def handler_busy_ps(self) -> int:
+        """Simulated time spent in ``virtio_iommu_handle_command`` with the BQL held (the notification,
+        every request and the VFIO ioctls of its IOMMU notifiers), in ps, since the device was built."""
+        return self._handler_busy_ps
 
     async def _drain_requests(self) -> None:
         t = self.transport

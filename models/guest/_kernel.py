@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, Any
 
-from sim import Cancelled, Event, Simulator
+from sim import Cancelled, Event, Simulator, current_sim
 
 from .._memory import GIB
 from .._seams import MachineView
@@ -48,6 +48,10 @@ class Cpu:
     def __init__(self, index: int) -> None:
         self.index = index
         self.busy = False
+        #: simulated time this vCPU ran a code path (submission, completion, spinning included), in ps,
+        #: up to its last release (``busy_ps``)
+        self._busy_total_ps = 0
+        self._busy_since = 0
         self._irq_waiters: collections.deque[Event] = collections.deque()
         self._task_waiters: collections.deque[Event] = collections.deque()
 
@@ -60,6 +64,7 @@ class Cpu:
     async def _acquire(self, waiters: collections.deque[Event]) -> None:
         if not self.busy:
             self.busy = True
+            self._busy_since = current_sim().now
             return
         turn = Event(f"cpu{self.index}.turn")
         waiters.append(turn)
@@ -78,6 +83,11 @@ class Cpu:
             waiters.popleft().set()  # handed over: stays busy
         else:
             self.busy = False
+            self._busy_total_ps += current_sim().now - self._busy_since
+
+    def busy_ps(self) -> int:
+        """Simulated time this vCPU has been busy, in ps (a code path still running counts up to now)."""
+        return self._busy_total_ps + (current_sim().now - self._busy_since if self.busy else 0)
 
 
 class _CpuHold:
