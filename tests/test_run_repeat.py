@@ -54,7 +54,7 @@ def test_repeat_text_summary_names_the_interval(capsys: pytest.CaptureFixture[st
     assert main(["run", *JOB, "--repeat", "2"]) == 0
     text = capsys.readouterr().out
     assert "2 runs, seeds 0..1: mean, [95% confidence interval] (Student t), stddev" in text
-    assert text.count("\n") == 2 + 15
+    assert text.count("\n") == 2 + 17
 
 
 @pytest.mark.parametrize("bad", ["0", "1001", "x"])

@@ -18,7 +18,8 @@ from viommu_sim._workload import LatencyHistogram, run_scenario, user_buffer_pag
 from viommu_sim.cli import main
 
 RESULT_KEYS = {"iops", "bandwidth_mib_s", "latency_us", "kicks", "requests", "host_map_calls", "host_unmap_calls",
-               "iotlb_flushes", "stale_window_us", "ios", "errors", "sim_time_s", "machine", "job"}
+               "iotlb_flushes", "stale_window_us", "invalidation_window_us", "ios", "errors", "sim_time_s",
+               "machine", "job"}
 #: every buffer page on its own (contig_pages=1): a 64 KiB I/O is 16 scatterlist segments
 RUN_64K = {"ios": 50, "bs": "64k", "rw": "randwrite", "contig_pages": 1}
 
@@ -41,6 +42,7 @@ def test_run_json_has_the_issue_keys(capsys: pytest.CaptureFixture[str]) -> None
     assert set(result) == RESULT_KEYS
     assert set(result["latency_us"]) == {"mean", "p50", "p99", "max"}
     assert set(result["stale_window_us"]) == {"mean", "max"}
+    assert set(result["invalidation_window_us"]) == {"mean", "max"}
     assert list(result["requests"]) == ["ATTACH", "DETACH", "MAP", "UNMAP", "PROBE"]
     assert result["ios"] == 200 and result["errors"] == 0
     assert result["job"]["bs"] == 4096 and result["job"]["rw"] == "randread"
@@ -240,3 +242,14 @@ def test_bad_ramp_time_and_contig_pages_are_refused(capsys: pytest.CaptureFixtur
                           (["--contig-pages", "1024"], "--contig-pages")):
         rc, out, err = _run_cli(capsys, *argv)
         assert rc == 2 and out == "" and len(err.splitlines()) == 1 and message in err, (argv, err)
+
+
+def test_the_invalidation_window_is_the_policys_wait_and_the_stale_window_the_devices() -> None:
+    """Strict: both end with the unmap's own sync.  Lazy (6.12, per-CPU queues): the UNMAP rides the
+    next request's kick (stale window of one I/O), but its IOVA waits for the 10 ms flush timer."""
+    job = {"ios": 1500, "rw": "randread"}
+    strict = run_scenario({"guest_kernel": "6.12", "iommu_policy": "strict"}, job)
+    lazy = run_scenario({"guest_kernel": "6.12", "iommu_policy": "lazy"}, job)
+    assert strict["invalidation_window_us"]["max"] < 20 and strict["stale_window_us"]["max"] < 20
+    assert lazy["stale_window_us"]["max"] < 20
+    assert 10_000 <= lazy["invalidation_window_us"]["max"] < 10_100  # the 10 ms timer, plus one flush

@@ -100,6 +100,7 @@ def scenario_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def _summary(r: dict[str, Any]) -> str:
     m, j, lat, st = r["machine"], r["job"], r["latency_us"], r["stale_window_us"]
+    iw = r["invalidation_window_us"]
     ios = max(r["ios"], 1)
     if m["viommu"] == "none":
         iommu = "no vIOMMU"
@@ -125,7 +126,10 @@ def _summary(r: dict[str, Any]) -> str:
         f"  lat (us): mean={lat['mean']:.3f} p50={lat['p50']:.3f} p99={lat['p99']:.3f} max={lat['max']:.3f}",
         f"  virtio-iommu: kicks={r['kicks']} ({r['kicks'] / ios:.2f} per I/O), requests: {reqs or 'none'}",
         f"  host VFIO: map ioctls={r['host_map_calls']} unmap ioctls={r['host_unmap_calls']}",
-        f"  IOTLB flushes={r['iotlb_flushes']}  stale window (us): mean={st['mean']:.3f} max={st['max']:.3f}",
+        f"  IOTLB flushes={r['iotlb_flushes']}  stale window (us): mean={st['mean']:.3f} max={st['max']:.3f}"
+        " (unmap -> UNMAP done at the device)",
+        f"  invalidation window (us): mean={iw['mean']:.3f} max={iw['max']:.3f}"
+        " (unmap -> its IOTLB invalidation done, IOVA free again)",
     ]) + "\n"
 
 

@@ -32,9 +32,15 @@ class CounterSnapshot:
     requests: tuple[int, ...] = (0,) * len(REQUEST_TYPES)
     unmaps: int = 0
     stale_total_ps: int = 0
+    #: the largest stale window since the window's start
+    stale_max_ps: int = 0
     host_map_calls: int = 0
     host_unmap_calls: int = 0
     iotlb_flushes: int = 0
+    #: IOVA ranges released after their invalidation, the sum of their windows, the largest since the start
+    released: int = 0
+    release_total_ps: int = 0
+    release_max_ps: int = 0
 
 
 class WindowCounters:
@@ -47,10 +53,12 @@ class WindowCounters:
         self.container: VfioContainer | None = (
             machine.host.containers.get(nvme_fn.bdf) if machine.host is not None else None)
         dma = kernel.devices[nvme_fn.bdf].dma
-        self.invalidation: InvalidationPolicy | None = (
-            dma.cookie.invalidation if isinstance(dma, DmaApi) else None)
+        self.cookie = dma.cookie if isinstance(dma, DmaApi) else None
+        self.invalidation: InvalidationPolicy | None = self.cookie.invalidation if self.cookie is not None else None
         if self.viommu is not None:
             self.viommu.reset_stale_max()  # the job's own maximum
+        if self.cookie is not None:
+            self.cookie.reset_release_max()
         self.start = self._read()
         self.end: CounterSnapshot | None = None
 
@@ -64,12 +72,16 @@ class WindowCounters:
         if self.viommu is not None:
             v = self.viommu.statistics()
             fields.update(kicks=v.kicks, unmaps=v.unmaps_completed, stale_total_ps=v.stale_total_ps,
+                          stale_max_ps=v.stale_max_ps,
                           requests=v.requests)
         if self.container is not None:
             c = self.container.statistics()
             fields.update(host_map_calls=c.map_calls, host_unmap_calls=c.unmap_calls)
         if self.invalidation is not None:
             fields.update(iotlb_flushes=self.invalidation.statistics().invalidations_finished)
+        if self.cookie is not None:
+            rel = self.cookie.release_statistics()
+            fields.update(released=rel.released, release_total_ps=rel.total_ps, release_max_ps=rel.max_ps)
         return CounterSnapshot(**fields)
 
     def delta(self) -> dict[str, Any]:
@@ -77,6 +89,8 @@ class WindowCounters:
         a, b = self.start, self.end if self.end is not None else self._read()
         unmaps = b.unmaps - a.unmaps
         stale_total = b.stale_total_ps - a.stale_total_ps
+        released = b.released - a.released
+        release_total = b.release_total_ps - a.release_total_ps
         return {
             "kicks": b.kicks - a.kicks,
             "requests": {t: end - start for t, start, end in zip(REQUEST_TYPES, a.requests, b.requests)},
@@ -85,9 +99,12 @@ class WindowCounters:
             "iotlb_flushes": b.iotlb_flushes - a.iotlb_flushes,
             "stale_window_us": {
                 "mean": round(stale_total / unmaps / 1e6, 3) if unmaps else 0.0,
-                # read now, not at the window's end (as before: a runtime job's max also covers the
-                # I/Os that finish after the deadline)
-                "max": round(self.viommu.statistics().stale_max_ps / 1e6, 3) if self.viommu is not None else 0.0,
+                "max": round(b.stale_max_ps / 1e6, 3),
+            },
+            # policy side: unmap -> the invalidation covering it completed and the IOVA was freed
+            "invalidation_window_us": {
+                "mean": round(release_total / released / 1e6, 3) if released else 0.0,
+                "max": round(b.release_max_ps / 1e6, 3),
             },
         }
 

@@ -21,7 +21,8 @@ from scipy import stats as _scipy_stats
 SUMMARISED = (
     "iops", "bandwidth_mib_s", "latency_us.mean", "latency_us.p50", "latency_us.p99", "latency_us.max",
     "kicks", "host_map_calls", "host_unmap_calls", "iotlb_flushes", "stale_window_us.mean",
-    "stale_window_us.max", "sim_time_s", "ios", "errors",
+    "stale_window_us.max", "invalidation_window_us.mean", "invalidation_window_us.max", "sim_time_s", "ios",
+    "errors",
 )
 
 #: decimals kept for a summarised figure (the runs' own precision, one more for the mean)

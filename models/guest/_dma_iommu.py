@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import attrs
+
 from sim import Lock, ms, sleep
 
 from .._memory import PAGE_SIZE
@@ -98,6 +100,23 @@ def _check_cpu(kernel: GuestKernel, cpu: object) -> int:
     return cpu
 
 
+@attrs.frozen(kw_only=True)
+class IovaReleaseStats:
+    """How long unmapped IOVAs waited for their invalidation (``DmaCookie.release_statistics()``).
+
+    Per IOVA range: from its unmap (``__iommu_dma_unmap`` handing it to the policy) to the moment
+    the policy frees it back to the allocator, i.e. once the IOTLB invalidation that covers it
+    has completed -- the window in which the guest treats the IOTLB as possibly stale.  Strict:
+    one sync; a flush queue: until the ring is flushed (its 10 ms / 1 s timer, or a full ring).
+    """
+
+    #: IOVA ranges released after their invalidation
+    released: int
+    #: the sum and the largest of their windows (the max since ``reset_release_max``)
+    total_ps: int
+    max_ps: int
+
+
 class DmaCookie:
     """``struct iommu_dma_cookie`` of one DMA domain: IOVA allocator, unmap policy, timers."""
 
@@ -113,6 +132,19 @@ class DmaCookie:
         self.reuse_before_unmap_completes = False
         self._ring_locks: list[Lock] = []
         self._depot_scheduled: set[int] = set()
+        # release windows: pfn -> when it was unmapped, and the counters of IovaReleaseStats
+        self._unmapped_at: dict[int, int] = {}
+        self._released = 0
+        self._release_total_ps = 0
+        self._release_max_ps = 0
+
+    def release_statistics(self) -> IovaReleaseStats:
+        return IovaReleaseStats(released=self._released, total_ps=self._release_total_ps,
+                                max_ps=self._release_max_ps)
+
+    def reset_release_max(self) -> None:
+        """Start a new maximum (a measurement window begins)."""
+        self._release_max_ps = 0
 
     def init(self, resv_regions: list[ResvRegion], host_bridge_windows: list[tuple[int, int]]) -> bool:
         """``iommu_dma_init_domain(domain, 0, U64_MAX, dev)``; True when this call set the domain up."""
@@ -176,6 +208,13 @@ class DmaCookie:
             action = actions.pop(0)
             if isinstance(action, FreeIova):
                 if free:
+                    since = self._unmapped_at.pop(action.pfn, None)
+                    if since is not None:
+                        window = self.kernel.sim.now - since
+                        self._released += 1
+                        self._release_total_ps += window
+                        if window > self._release_max_ps:
+                            self._release_max_ps = window
                     self.free_iova_fast(action.cpu, action.pfn, action.pages)
             elif isinstance(action, IotlbSync):
                 await core.iotlb_sync(cpu, self.domain)
@@ -204,9 +243,11 @@ class DmaCookie:
         pfn, pages = iova >> shift, size >> shift
         if self.reuse_before_unmap_completes:
             self.free_iova_fast(cpu, pfn, pages)
+            self._released += 1  # released at once: a window of 0
             if not isinstance(inv, FlushQueue):
                 await self._perform(cpu, inv.unmap(cpu, pfn, pages, self.kernel.sim.now), free=False)
             return
+        self._unmapped_at[pfn] = self.kernel.sim.now
         if isinstance(inv, FlushQueue):
             ring = 0 if inv.options.single_queue else cpu
             async with self._ring_locks[ring]:  # fq->lock, held across an inline flush of a full ring
