@@ -191,7 +191,7 @@ def test_statistics_count_kicks_requests_and_the_unmap_stale_window(staged_guest
     assert g.run(drv.unmap_pages(0, domain, 0x1000, 0x1000, 1)) == 0x1000
     g.run(drv.iotlb_sync(0, domain))
     after = ViommuDriverStats(kicks=4, requests_sent=4, requests=(1, 0, 1, 1, 1), unmaps_completed=1,
-                              stale_total_ps=6_450_000, stale_max_ps=6_450_000)
+                              stale_total_ps=6_600_000, stale_max_ps=6_600_000)
     assert drv.statistics() == after
     drv.reset_stale_max()
     assert drv.statistics() == attrs.evolve(after, stale_max_ps=0)
