@@ -181,6 +181,7 @@ class ControllerCore:
         self._transitions: Queue[tuple[str, int, tuple[int, int, int, int]]] = Queue(name=f"{name}.cc")
         # timing
         self._link_free = 0
+        self._link_busy_ps = 0
         self._bw = cost.nvme_bandwidth_bytes_per_s
         self._pcie = cost.pcie_latency_ps
         # counters
@@ -206,6 +207,11 @@ class ControllerCore:
         n = self._n
         return NvmeStats(n["completed"], n["failed"], n["reads"], n["writes"], n["to_host"], n["from_host"],
                          self._dma_engine.faults, n["irqs"])
+
+    def link_busy_ps(self) -> int:
+        """Simulated time the data link has been booked for transfers, in ps (the bandwidth ceiling's
+        utilisation is its growth over a window)."""
+        return self._link_busy_ps
 
     def queue_state(self) -> dict[str, tuple[int, ...]]:
         """{"sq<q>": (head, tail, size, cqid), "cq<q>": (head, tail, size, phase)} for tests and dumps."""
@@ -473,6 +479,7 @@ class ControllerCore:
         start = max(now, self._link_free)
         duration = -(-nbytes * PS_PER_S // self._bw)
         self._link_free = start + duration
+        self._link_busy_ps += duration
         await self._delay(cmd, start - now)
         return duration
 

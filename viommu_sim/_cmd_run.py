@@ -30,6 +30,15 @@ from ._options import UsageError, add_job_flags, add_machine_flags, given_machin
 from ._stats import flat_figures, summarise
 from ._workload import run_scenario
 
+#: how the summary names a saturated resource
+_BOTTLENECK = {
+    "vmm": "the VMM's virtio-iommu handling (under the BQL)",
+    "request_lock": "the virtio-iommu driver's request_lock (kick + spin)",
+    "nvme_link": "the NVMe's bandwidth",
+    "vcpu_max": "the guest's vCPUs",
+    "none": "none of these is 90% busy: the rate is set by latency (service times x the I/Os in flight)",
+}
+
 #: the most runs one ``--repeat`` may ask for
 MAX_REPEAT = 1000
 
@@ -100,7 +109,7 @@ def scenario_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def _summary(r: dict[str, Any]) -> str:
     m, j, lat, st = r["machine"], r["job"], r["latency_us"], r["stale_window_us"]
-    iw = r["invalidation_window_us"]
+    iw, u = r["invalidation_window_us"], r["utilisation"]
     ios = max(r["ios"], 1)
     if m["viommu"] == "none":
         iommu = "no vIOMMU"
@@ -130,6 +139,8 @@ def _summary(r: dict[str, Any]) -> str:
         " (unmap -> UNMAP done at the device)",
         f"  invalidation window (us): mean={iw['mean']:.3f} max={iw['max']:.3f}"
         " (unmap -> its IOTLB invalidation done, IOVA free again)",
+        f"  busy: vCPUs {u['vcpu_mean']:.0%} (max {u['vcpu_max']:.0%}), request_lock {u['request_lock']:.0%}, "
+        f"VMM handler {u['vmm']:.0%}, NVMe link {u['nvme_link']:.0%}; bottleneck: {_BOTTLENECK[u['bottleneck']]}",
     ]) + "\n"
 
 

@@ -41,12 +41,21 @@ class CounterSnapshot:
     released: int = 0
     release_total_ps: int = 0
     release_max_ps: int = 0
+    #: busy time (ps) so far of each vCPU, request_lock, the virtio-iommu handler (BQL), the NVMe data link
+    cpu_busy_ps: tuple[int, ...] = ()
+    request_lock_busy_ps: int = 0
+    vmm_busy_ps: int = 0
+    link_busy_ps: int = 0
+    #: when the snapshot was taken
+    at_ps: int = 0
 
 
 class WindowCounters:
     """The model counters of the NVMe's I/O path, read at the window's start and end."""
 
     def __init__(self, kernel: GuestKernel, machine: Machine) -> None:
+        self.kernel = kernel
+        self.machine = machine
         self.viommu: ViommuDriver | None = kernel.boot.viommu
         nvme_fn = machine.nvme_pci
         assert nvme_fn is not None  # run_scenario refuses nvme="none"
@@ -82,6 +91,13 @@ class WindowCounters:
         if self.cookie is not None:
             rel = self.cookie.release_statistics()
             fields.update(released=rel.released, release_total_ps=rel.total_ps, release_max_ps=rel.max_ps)
+        fields.update(cpu_busy_ps=tuple(cpu.busy_ps() for cpu in self.kernel.cpus), at_ps=self.kernel.sim.now)
+        if self.viommu is not None:
+            fields.update(request_lock_busy_ps=self.viommu.request_lock_statistics().busy_ps)
+        if self.machine.viommu is not None:
+            fields.update(vmm_busy_ps=self.machine.viommu.handler_busy_ps())
+        if self.machine.nvme is not None:
+            fields.update(link_busy_ps=self.machine.nvme.link_busy_ps())
         return CounterSnapshot(**fields)
 
     def delta(self) -> dict[str, Any]:
@@ -101,12 +117,39 @@ class WindowCounters:
                 "mean": round(stale_total / unmaps / 1e6, 3) if unmaps else 0.0,
                 "max": round(b.stale_max_ps / 1e6, 3),
             },
+            "utilisation": utilisation(a, b),
             # policy side: unmap -> the invalidation covering it completed and the IOVA was freed
             "invalidation_window_us": {
                 "mean": round(release_total / released / 1e6, 3) if released else 0.0,
                 "max": round(b.release_max_ps / 1e6, 3),
             },
         }
+
+
+#: utilisation at or above which a resource counts as saturated (the run's bottleneck)
+SATURATED = 0.9
+
+
+def utilisation(a: CounterSnapshot, b: CounterSnapshot) -> dict[str, Any]:
+    """Busy fraction over the window of each serialising resource: the busiest vCPU and the vCPUs'
+    mean, request_lock (held across every kick and spin), the VMM's virtio-iommu handler (BQL), the
+    NVMe data link.  ``bottleneck`` is the first saturated one (>= 90 %) in causal order, else
+    "none": the VMM's handler (it runs inside request_lock), then request_lock (its waiters spin,
+    which keeps their vCPUs busy too), the NVMe link, and last the vCPUs themselves."""
+    span = b.at_ps - a.at_ps
+    def frac(x: int) -> float:
+        return round(min(x / span, 1.0), 3) if span > 0 else 0.0
+    cpus = [frac(e - s) for s, e in zip(a.cpu_busy_ps, b.cpu_busy_ps)]
+    out: dict[str, Any] = {
+        "vcpu_max": max(cpus, default=0.0),
+        "vcpu_mean": round(sum(cpus) / len(cpus), 3) if cpus else 0.0,
+        "request_lock": frac(b.request_lock_busy_ps - a.request_lock_busy_ps),
+        "vmm": frac(b.vmm_busy_ps - a.vmm_busy_ps),
+        "nvme_link": frac(b.link_busy_ps - a.link_busy_ps),
+    }
+    saturated = [k for k in ("vmm", "request_lock", "nvme_link", "vcpu_max") if out[k] >= SATURATED]
+    out["bottleneck"] = saturated[0] if saturated else "none"
+    return out
 
 
 #: the machine options a result echoes, in its order
