@@ -181,7 +181,7 @@ class ViommuDmaPort(_Port):
     def _translate(self, iova: int, access: int) -> tuple[int, int]:
         t = self.viommu.translate(self.endpoint, iova, access)
         if not t.ok:
-            raise DmaFault(iova, access, f"virtio-iommu fault (reason {t.fault_reason})")
+            raise DmaFault(iova, access, f"virtio-iommu fault: {t.fault_description}")
         self._mapping = t.mapping
         # the entry covers the naturally aligned block addr_mask + 1 around iova
         valid = (t.addr_mask + 1) - (iova & t.addr_mask)

@@ -63,6 +63,7 @@ from ._viommu_wire import (
     RESV_MEM_T_MSI,
     RESV_MEM_T_RESERVED,
     FaultEvent,
+    describe_fault,
 )
 from ._wire import U32, U64
 
@@ -214,6 +215,14 @@ class Translation:
     fault_reason: int | None = None
     fault: FaultEvent | None = None
     mapping: Mapping | None = None
+    #: the fault record's flags: READ/WRITE for an access the mapping does not permit, and ADDRESS
+    fault_flags: int = 0
+
+    @property
+    def fault_description(self) -> str:
+        """The fault in words ("" if the access translated): its reason and, for R_MAPPING, whether
+        the page was not mapped or the access not permitted (``describe_fault``)."""
+        return "" if self.fault_reason is None else describe_fault(self.fault_reason, self.fault_flags)
 
 
 class ViommuState(abc.ABC):
@@ -454,7 +463,7 @@ class ViommuState(abc.ABC):
     def _fault(self, endpoint: int, iova: int, reason: int, flags: int, mask: int) -> Translation:
         fault = FaultEvent(reason, flags, endpoint, iova)
         self._report_fault(fault)
-        return Translation(False, iova, IOMMU_NONE, mask, reason, fault)
+        return Translation(False, iova, IOMMU_NONE, mask, reason, fault, fault_flags=flags)
 
     @abc.abstractmethod
     def _report_fault(self, fault: FaultEvent) -> None:

@@ -256,6 +256,30 @@ class ProbeResvMem(WireStruct):
         return cls(PROBE_T_RESV_MEM, cls.SIZE - ProbeProperty.SIZE, subtype, start, end)
 
 
+_FAULT_REASONS = {FAULT_R_UNKNOWN: "UNKNOWN", FAULT_R_DOMAIN: "DOMAIN", FAULT_R_MAPPING: "MAPPING"}
+_FAULT_FLAGS = ((FAULT_F_READ, "READ"), (FAULT_F_WRITE, "WRITE"), (FAULT_F_EXEC, "EXEC"), (FAULT_F_ADDRESS, "ADDRESS"))
+
+
+def describe_fault(reason: int, flags: int) -> str:
+    """A fault record in words, then as the spec names it: what went wrong -- an unknown endpoint
+    (R_UNKNOWN), an endpoint in no domain (R_DOMAIN), or for R_MAPPING (the spec's "unmapped or
+    wrong permission") which of the two: the flags READ/WRITE/EXEC name the access the mapping
+    does not permit, none of them means no mapping covers the address.  E.g. "write not permitted
+    by the mapping (VIRTIO_IOMMU_FAULT_R_MAPPING, flags WRITE|ADDRESS)"."""
+    denied = [name.lower() for bit, name in _FAULT_FLAGS[:3] if flags & bit]
+    if reason == FAULT_R_MAPPING:
+        what = f"{' and '.join(denied)} not permitted by the mapping" if denied else "page not mapped"
+    elif reason == FAULT_R_DOMAIN:
+        what = "endpoint attached to no domain"
+    elif reason == FAULT_R_UNKNOWN:
+        what = "unknown endpoint"
+    else:
+        what = "fault of an unknown reason"
+    name = f"VIRTIO_IOMMU_FAULT_R_{_FAULT_REASONS[reason]}" if reason in _FAULT_REASONS else f"reason {reason}"
+    shown = "|".join(n for bit, n in _FAULT_FLAGS if flags & bit) or "none"
+    return f"{what} ({name}, flags {shown})"
+
+
 @attrs.frozen
 class FaultEvent(WireStruct):
     """struct virtio_iommu_fault (24 bytes), written into an eventq buffer."""
@@ -267,3 +291,8 @@ class FaultEvent(WireStruct):
     flags: int
     endpoint: int
     address: int
+
+    @property
+    def description(self) -> str:
+        """The record in words (``describe_fault``)."""
+        return describe_fault(self.reason, self.flags)

@@ -195,7 +195,7 @@ async def test_ordering_reports_a_dma_before_its_map_completed(sim):
               flags=1)
     await Timer(ns(5))
     sim.trace("dma", "dma_access", initiator="nvme@00:04.0", bdf=0x20, iova=0x1010, size=4, access="read",
-              fault="virtio-iommu fault (reason 2)")
+              fault="virtio-iommu fault: page not mapped (VIRTIO_IOMMU_FAULT_R_MAPPING, flags ADDRESS)")
     with pytest.raises(ScoreboardError):
         ordering.check()
     assert ordering.errors == [

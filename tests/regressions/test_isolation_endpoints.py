@@ -64,7 +64,7 @@ async def test_regression_alias_endpoint_0x10020_is_noent_and_reaches_no_other_d
         assert table == [(0x2000, PAGE, POOL)]
         assert other.fault == "host IOMMU fault: no host IOMMU mapping"
     else:
-        assert other.fault == "virtio-iommu fault (reason 2)"  # FAULT_R_MAPPING
+        assert other.fault == "virtio-iommu fault: page not mapped (VIRTIO_IOMMU_FAULT_R_MAPPING, flags ADDRESS)"
 
 
 @testbench.test(timeout=ms(100))
@@ -114,7 +114,8 @@ async def test_regression_2k_map_lets_a_4k_dma_escape_2k_in_qemu_and_is_range_in
         assert port.escaped_bytes == 0x800
     else:
         assert statuses == ("OK", "RANGE")
-        assert (got.ok, got.fault) == (False, "virtio-iommu fault (reason 2)")
+        assert (got.ok, got.fault) == (False, "virtio-iommu fault: page not mapped (VIRTIO_IOMMU_FAULT_R_MAPPING, "
+                                              "flags ADDRESS)")
         assert _events(sink, "dma_escape") == [] and port.escaped_bytes == 0
 
 
