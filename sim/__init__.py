@@ -20,6 +20,7 @@ from ._wait import (
     Trigger as Trigger,
     sleep as sleep,
 )
+from ._histogram import Histogram as Histogram
 from ._rng import RngStreams as RngStreams, stable_hash as stable_hash
 from ._time import (
     PS_PER_MS as PS_PER_MS,
@@ -59,7 +60,7 @@ from ._triggers import (
 
 __all__ = sorted(
     [
-        "Cancelled", "CallbackSink", "Combine", "Event", "First", "JsonlSink", "ListSink", "Lock",
+        "Cancelled", "CallbackSink", "Combine", "Event", "First", "Histogram", "JsonlSink", "ListSink", "Lock",
         "PRIORITY_LATE", "PRIORITY_NORMAL", "PRIORITY_URGENT", "PS_PER_MS", "PS_PER_NS", "PS_PER_S",
         "PS_PER_US", "Queue", "QueueEmpty", "QueueFull", "RngStreams", "Signal", "SimDeadlockError",
         "SimTime", "SimTimeoutError", "TIME_UNITS", "Simulator", "Task", "TaskState", "Timer", "TraceRecord",

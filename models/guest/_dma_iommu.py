@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from sim import Lock, ms, sleep
+from sim import Histogram, Lock, ms, sleep
 
 from .._memory import PAGE_SIZE
 from ._device import GuestDevice
@@ -115,6 +115,9 @@ class IovaReleaseStats:
     #: the sum and the largest of their windows (the max since ``reset_release_max``)
     total_ps: int
     max_ps: int
+    #: the windows' median and 99th percentile since ``reset_release_max`` (log-linear: within 0.2 %)
+    p50_ps: int = 0
+    p99_ps: int = 0
 
 
 class DmaCookie:
@@ -137,14 +140,18 @@ class DmaCookie:
         self._released = 0
         self._release_total_ps = 0
         self._release_max_ps = 0
+        self._release_hist = Histogram()  # in ns
 
     def release_statistics(self) -> IovaReleaseStats:
+        hist = self._release_hist
         return IovaReleaseStats(released=self._released, total_ps=self._release_total_ps,
-                                max_ps=self._release_max_ps)
+                                max_ps=self._release_max_ps, p50_ps=round(hist.percentile(50) * 1000),
+                                p99_ps=round(hist.percentile(99) * 1000))
 
     def reset_release_max(self) -> None:
-        """Start a new maximum (a measurement window begins)."""
+        """Start a new maximum and distribution (a measurement window begins)."""
         self._release_max_ps = 0
+        self._release_hist.reset()
 
     def init(self, resv_regions: list[ResvRegion], host_bridge_windows: list[tuple[int, int]]) -> bool:
         """``iommu_dma_init_domain(domain, 0, U64_MAX, dev)``; True when this call set the domain up."""
@@ -215,6 +222,7 @@ class DmaCookie:
                         self._release_total_ps += window
                         if window > self._release_max_ps:
                             self._release_max_ps = window
+                        self._release_hist.add(window // 1000)
                     self.free_iova_fast(action.cpu, action.pfn, action.pages)
             elif isinstance(action, IotlbSync):
                 await core.iotlb_sync(cpu, self.domain)
