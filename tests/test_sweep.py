@@ -1,4 +1,4 @@
-"""viommu-sim sweep: the matrix, the CSV and chart, resume, Dask, and the CLI's answers to bad input."""
+"""viommu-sim sweep: the matrix, the CSVs and chart, resume, Dask, signals, and the CLI's answers to bad input."""
 
 from __future__ import annotations
 
@@ -6,15 +6,24 @@ import csv
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from viommu_sim._cmd_sweep import DEFAULT_AXES
+from viommu_sim._stats import mean_ci
 from viommu_sim._sweep import (
     CHART_FILE,
     CSV_FILE,
     JOURNAL_FILE,
+    MATRIX_FILE,
+    SUMMARY_FILE,
     Matrix,
     SweepError,
     SweepFailed,
@@ -22,6 +31,7 @@ from viommu_sim._sweep import (
     points,
     run_sweep,
 )
+from viommu_sim._sweep_report import effective_policy, job_title, point_policies
 from viommu_sim._workload import run_scenario
 from viommu_sim.cli import main
 
@@ -68,25 +78,77 @@ def test_points_are_the_axis_product_in_order_with_stable_keys() -> None:
     assert [p.index for p in pts] == list(range(12))
     assert tiny_matrix().scenario(pts[10]) == (
         {"iommu_policy": "strict", "guest_kernel": "6.12", "seed": 1},
-        {"ios": 4, "rw": "randread", "bs": "4k", "iodepth": 2},
+        {"ios": 4, "rw": "randread", "bs": 4096, "iodepth": 2},
         None,
     )
 
 
+FALLBACK_6_7 = "lazy -> strict (Linux 6.7's virtio-iommu has no deferred flush, 6.8+ has)"
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    return rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
 def test_sweep_writes_a_csv_row_per_point(local_sweep: Path) -> None:
-    """12 points give 12 CSV rows in point order (axes first, then the flattened metrics) and a PNG."""
-    rows = list(csv.reader(io.StringIO((local_sweep / CSV_FILE).read_text())))
-    header, body = rows[0], rows[1:]
-    assert header[:4] == ["policy", "guest_kernel", "iodepth", "seed"]
+    """12 runs give 12 CSV rows in point order: the axes, the effective policy, the flattened metrics,
+    then every machine and job option the run used."""
+    header, body = read_csv(local_sweep / CSV_FILE)
+    assert header[:6] == ["policy", "guest_kernel", "iodepth", "seed", "effective_policy", "fallback"]
     for metric in ("iops", "bandwidth_mib_s", "latency_us.mean", "latency_us.p50", "latency_us.p99",
                    "latency_us.max", "kicks", "requests.MAP", "requests.UNMAP", "host_map_calls",
                    "host_unmap_calls", "iotlb_flushes", "stale_window_us.mean", "stale_window_us.max", "ios"):
         assert metric in header
-    assert not any(c.startswith(("machine.", "job.")) for c in header)
-    assert [r[:4] for r in body] == [[p.policy, p.guest_kernel, str(p.iodepth), str(p.seed)]
-                                    for p in points(tiny_matrix())]
-    assert {r[header.index("ios")] for r in body} == {"4"}
+    for option in ("machine.smp", "machine.memory", "machine.nvme", "machine.flavor", "machine.flush_queue",
+                   "machine.map_batching", "job.rw", "job.bs", "job.numjobs", "job.ios", "job.size",
+                   "job.contig_pages"):
+        assert option in header
+    assert header.index("ios") < header.index("machine.smp") < header.index("job.rw")
+    assert not {"machine.iommu_policy", "machine.guest_kernel", "machine.seed", "job.iodepth"} & set(header)
+    assert [[r["policy"], r["guest_kernel"], r["iodepth"], r["seed"]] for r in body] == [
+        [p.policy, p.guest_kernel, str(p.iodepth), str(p.seed)] for p in points(tiny_matrix())]
+    assert {(r["ios"], r["job.rw"], r["job.bs"], r["machine.smp"]) for r in body} == {("4", "randread", "4096", "4")}
     assert len((local_sweep / JOURNAL_FILE).read_text().splitlines()) == 12
+
+
+def test_sweep_marks_lazy_on_6_7_as_falling_back_to_strict(local_sweep: Path) -> None:
+    """Lazy on guest 6.7 (no deferred flush) runs strict: its rows say so; lazy on 6.12 stays lazy."""
+    for name in (CSV_FILE, SUMMARY_FILE):
+        _, body = read_csv(local_sweep / name)
+        marks = {(r["policy"], r["guest_kernel"], r["effective_policy"], r["fallback"]) for r in body}
+        assert marks == {("lazy", "6.7", "strict", FALLBACK_6_7), ("lazy", "6.12", "lazy", ""),
+                         ("strict", "6.7", "strict", ""), ("strict", "6.12", "strict", "")}
+
+
+def test_effective_policy_follows_the_guest_kernel_version() -> None:
+    """Any 6.8+ kernel defers flushes (lazy stays lazy); 6.7 and older fall back; an explicit flush
+    queue gives any kernel deferred flushes."""
+    assert effective_policy("lazy", "6.9") == ("lazy", "")
+    assert effective_policy("lazy", "7.0") == ("lazy", "")
+    assert effective_policy("lazy", "5.15") == ("strict", "lazy -> strict (Linux 5.15's virtio-iommu has no "
+                                                "deferred flush, 6.8+ has)")
+    assert effective_policy("lazy", "6.7", flush_queue="percpu") == ("lazy", "")
+    assert effective_policy("strict", "6.7") == ("strict", "")
+
+
+def test_sweep_summary_has_mean_stddev_and_student_t_interval_per_point(local_sweep: Path) -> None:
+    """summary.csv: one row per policy x kernel x iodepth, each figure's mean, sample standard deviation
+    and 95 % Student-t interval over the point's three seeds, computed from results.csv's values."""
+    header, summary = read_csv(local_sweep / SUMMARY_FILE)
+    figures = ("bandwidth_mib_s", "iops", "latency_us.mean", "latency_us.p99")
+    assert header == ["policy", "guest_kernel", "iodepth", "effective_policy", "fallback", "runs",
+                      *(f"{f}.{s}" for f in figures for s in ("mean", "stddev", "ci95_lo", "ci95_hi"))]
+    assert [(r["policy"], r["guest_kernel"], r["iodepth"], r["runs"]) for r in summary] == [
+        ("lazy", "6.7", "2", "3"), ("lazy", "6.12", "2", "3"), ("strict", "6.7", "2", "3"), ("strict", "6.12", "2", "3")]
+    _, runs = read_csv(local_sweep / CSV_FILE)
+    for row in summary:
+        for f in figures:
+            values = [float(r[f]) for r in runs if (r["policy"], r["guest_kernel"]) == (row["policy"], row["guest_kernel"])]
+            want = [round(v, 4) for v in mean_ci(values)]
+            got = [float(row[f"{f}.{s}"]) for s in ("mean", "stddev", "ci95_lo", "ci95_hi")]
+            assert got == want
+            assert got[2] <= got[0] <= got[3]
 
 
 def test_sweep_draws_the_chart_as_a_png(local_sweep: Path) -> None:
@@ -123,7 +185,8 @@ def test_sweep_names_the_point_that_failed_in_a_worker_process(tmp_path: Path) -
         run_sweep(matrix, tmp_path, runner=CountingRunner(fail_after=0), workers=2, timeout=30)
     assert str(err.value) == ("point strict-6.7-qd2-s4 failed: RuntimeError: host went away "
                               "(0 of 1 points done; rerun to resume)")
-    assert (tmp_path / CSV_FILE).read_text() == "policy,guest_kernel,iodepth,seed\n"
+    assert (tmp_path / CSV_FILE).read_text() == "policy,guest_kernel,iodepth,seed,effective_policy,fallback\n"
+    assert (tmp_path / SUMMARY_FILE).read_text().splitlines()[1:] == []
 
 
 def test_sweep_drops_a_torn_journal_line_and_reruns_that_point(tmp_path: Path) -> None:
@@ -149,6 +212,7 @@ def test_sweep_on_a_dask_cluster_writes_the_same_csv(tmp_path: Path, local_sweep
         result = run_sweep(tiny_matrix(), tmp_path, scheduler=cluster.scheduler_address, timeout=60)
     assert (result.ran, result.skipped) == (12, 0)
     assert (tmp_path / CSV_FILE).read_bytes() == (local_sweep / CSV_FILE).read_bytes()
+    assert (tmp_path / SUMMARY_FILE).read_bytes() == (local_sweep / SUMMARY_FILE).read_bytes()
 
 
 def test_sweep_refuses_an_out_dir_holding_another_matrix(tmp_path: Path) -> None:
@@ -183,7 +247,7 @@ _AXES_TOML = '[axes]\npolicy = ["lazy"]\nguest_kernel = ["6.7"]\niodepth = [1]\n
     (_AXES_TOML + "[machine]\nwhat = 1\n", "[machine]: unknown option 'what'"),
     (_AXES_TOML + "[cost]\nfoo = 1\n", "[cost]: unknown cost parameter 'foo'"),
     (_AXES_TOML + "[job]\nrw = 'trim'\n",
-     "--rw: invalid value 'trim' (choose from read, write, randread, randwrite, randrw)"),
+     "--rw: invalid value 'trim' (choose from read, write, randread, randwrite, randrw, rw)"),
 ])
 def test_load_matrix_rejects_a_bad_file_in_one_line(tmp_path: Path, text: str, message: str) -> None:
     """A bad matrix file is refused with one line naming the table or option."""
@@ -200,7 +264,7 @@ def test_cli_sweep_runs_and_prints_the_files(tmp_path: Path, capsys: pytest.Capt
     assert main(["sweep", "--out", str(out), "--policy", "strict", "--guest-kernel", "6.12", "--iodepth", "1",
                  "--seed-list", "3,5", "--ios", "4", "--workers", "1"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.splitlines()[0] == str(out / CSV_FILE)
+    assert captured.out.splitlines()[:2] == [str(out / CSV_FILE), str(out / SUMMARY_FILE)]
     assert captured.err.splitlines()[:3] == ["sweep: 2 points, 0 already done", "sweep: [1/2] strict-6.12-qd1-s3",
                                          "sweep: [2/2] strict-6.12-qd1-s5"]
 
@@ -208,7 +272,10 @@ def test_cli_sweep_runs_and_prints_the_files(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.parametrize(("flags", "message"), [
     (["--iodepth", "0"], "argument --iodepth: invalid value '0' (a positive integer)"),
     (["--policy", "lazy,eager"], "--policy: invalid value 'eager' (choose from lazy, strict)"),
-    (["--guest-kernel", "5.15"], "--guest-kernel: invalid value '5.15' (choose from 6.7, 6.12)"),
+    (["--guest-kernel", "6.12,6.x"], "--guest-kernel: invalid value '6.x' (a Linux version MAJOR.MINOR, e.g. 6.7, "
+     "6.12 or 7.0)"),
+    (["--guest-kernel", "5.4"], "--guest-kernel: Linux 5.4 is older than 5.14, the first kernel whose virtio-iommu "
+     "driver an x86 (q35) guest can use (ACPI VIOT)"),
     (["--seed-list", "1,1"], "--seed-list: duplicate value in 1, 1"),
     (["--bs", "3x"], "--bs: invalid size '3x' (e.g. 4096, 4k, 64k, 1M)"),
     (["--seeds", "2", "--seed-list", "1"], "argument --seed-list: not allowed with argument --seeds"),
@@ -228,3 +295,122 @@ def cli_status(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+
+
+def test_default_sweep_compares_lazy_and_strict_on_6_12_over_three_seeds() -> None:
+    """With no axis given the sweep compares policies that differ (6.12: lazy has its flush queue),
+    with three seeds per point so that each has an interval."""
+    assert DEFAULT_AXES == {"policy": ["lazy", "strict"], "guest_kernel": ["6.12"], "iodepth": [1, 4, 16, 64],
+                            "seed": [0, 1, 2]}
+    matrix = Matrix(**DEFAULT_AXES)
+    assert point_policies(matrix) == {("lazy", "6.12"): ("lazy", ""), ("strict", "6.12"): ("strict", "")}
+
+
+def test_matrix_compares_parsed_values_not_spellings(tmp_path: Path) -> None:
+    """bs 64K and 64k, memory 64G and 65536M are one matrix: values are normalised when it is built,
+    so a rerun spelling them differently resumes the sweep instead of refusing the directory."""
+    one = tiny_matrix(policy=["strict"], guest_kernel=["6.12"], seed=[0])
+    spelt = {"policy": ["strict"], "guest_kernel": ["6.12"], "iodepth": [2], "seed": [0]}
+    a = Matrix(**spelt, machine={"memory": "64G"}, job={"ios": 4, "bs": "64K"})
+    b = Matrix(**spelt, machine={"memory": "65536M"}, job={"ios": 4, "bs": "64k"})
+    assert a == b and a.to_json() == b.to_json()
+    assert (a.job, a.machine) == ({"ios": 4, "bs": 65536}, {"memory": 68719476736})
+    run_sweep(a, tmp_path, workers=1)
+    assert run_sweep(b, tmp_path, workers=1).ran == 0
+    assert one.job["bs"] == 4096
+
+
+def test_sweep_resumes_a_directory_whose_matrix_json_spells_values_as_given(tmp_path: Path) -> None:
+    """An output directory written before values were normalised (bs = "4k" in matrix.json) is the
+    same matrix: the rerun resumes it."""
+    matrix = tiny_matrix(policy=["strict"], guest_kernel=["6.12"], seed=[0])
+    run_sweep(matrix, tmp_path, workers=1)
+    stored = json.loads((tmp_path / MATRIX_FILE).read_text())
+    stored["job"]["bs"] = "4k"
+    (tmp_path / MATRIX_FILE).write_text(json.dumps(stored))
+    assert run_sweep(matrix, tmp_path, workers=1).ran == 0
+
+
+def test_chart_title_names_the_job_and_machine(local_sweep: Path) -> None:
+    """The chart's title says what ran: rw, bs, numjobs, the length, and the machine."""
+    pts = points(tiny_matrix())
+    done = {json.loads(line)["key"]: json.loads(line)["summary"]
+            for line in (local_sweep / JOURNAL_FILE).read_text().splitlines()}
+    assert job_title(done, pts) == "randread bs=4k numjobs=1 ios=4, smp=4 nvme=vfio"
+    assert job_title({}, pts) == ""
+
+
+def _children(pid: int) -> set[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids.update(int(k) for k in (task / "children").read_text().split())
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sweep_stopped_by_a_signal_leaves_no_process_and_a_journal_that_resumes(
+        tmp_path: Path, signum: signal.Signals) -> None:
+    """SIGTERM or SIGHUP to a sweep on a local pool stops it as Ctrl-C does: exit 130 with one line,
+    no worker process left, a journal of whole lines of finished points, and the rerun runs the rest."""
+    out = tmp_path / "out"
+    argv = ["sweep", "--out", str(out), "--policy", "strict", "--guest-kernel", "6.12", "--iodepth", "1",
+            "--seeds", "6", "--ios", "3000", "--workers", "2"]
+    with subprocess.Popen([sys.executable, "-c", "import sys; from viommu_sim.cli import main; sys.exit(main())",
+                           *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
+        assert proc.stderr is not None
+        try:
+            lines = []
+            deadline = time.monotonic() + 60
+            while not any(line.startswith("sweep: [1/6]") for line in lines):
+                assert time.monotonic() < deadline and proc.poll() is None, lines
+                lines.append(proc.stderr.readline())
+            workers = _children(proc.pid)
+            assert len(workers) >= 2
+            os.kill(proc.pid, signum)
+            status = proc.wait(timeout=30)
+            rest = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert status == 130
+    last = rest.splitlines()[-1]
+    assert last.startswith(f"viommu-sim sweep: interrupted by {signum.name}: ") and last.endswith(
+        " of 6 points done; rerun to resume"), rest
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)]
+    journal = (out / JOURNAL_FILE).read_bytes()
+    assert journal.endswith(b"\n")
+    keys = [json.loads(line)["key"] for line in journal.splitlines()]
+    assert 1 <= len(keys) < 6 and len(set(keys)) == len(keys)
+    assert int(last.split(": ")[2].split()[0]) == len(keys)
+    assert len((out / CSV_FILE).read_text().splitlines()) == 1 + len(keys)
+
+    matrix = Matrix(policy=["strict"], guest_kernel=["6.12"], iodepth=[1], seed=range(6), job={"ios": 3000})
+    runner = FewIos()
+    result = run_sweep(matrix, out, runner=runner, workers=1)
+    assert (result.ran, result.skipped) == (6 - len(keys), len(keys))
+    assert sorted(runner.seeds) == sorted(set(range(6)) - {int(k.rsplit("-s", 1)[1]) for k in keys})
+
+
+class FewIos:
+    """run_scenario with 4 I/Os whatever the job says (a quick resume), recording the seeds it ran."""
+
+    def __init__(self) -> None:
+        self.seeds: list[int] = []
+
+    def __call__(self, machine: dict[str, Any], job: dict[str, Any], cost: dict[str, Any] | None) -> dict[str, Any]:
+        self.seeds.append(machine["seed"])
+        return run_scenario(machine, {**job, "ios": 4}, cost)

@@ -17,9 +17,9 @@ import sys
 import tomllib
 from typing import Any, NoReturn
 
-from models import GROUPS, ConfigError, MachineConfig, OptionSpec, machine_config, machine_options
+from models import GROUPS, MachineConfig, OptionSpec, machine_config, machine_options
 
-from ._job import JOB_OPTIONS, JobOption, parse_bytes
+from ._job import JOB_OPTIONS, JobOption, flag_arguments
 
 
 class UsageError(Exception):
@@ -124,16 +124,8 @@ def given_machine_options(args: argparse.Namespace) -> dict[str, Any]:
     return {s.name: getattr(args, s.name) for s in machine_options() if hasattr(args, s.name)}
 
 
-def _bs(text: str) -> int:
-    try:
-        return parse_bytes(text, "--bs")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--bs: ")) from None
-
-
 def _job_flag(group: Any, option: JobOption) -> None:
-    kind: Any = _bs if option.name == "bs" else option.kind
-    group.add_argument(option.flag, type=kind, metavar=option.metavar, help=option.full_help.replace("%", "%%"))
+    group.add_argument(*option.flags, **flag_arguments(option))
 
 
 def add_job_flags(parser: argparse.ArgumentParser) -> None:
