@@ -185,8 +185,9 @@ class MachineConfig:
     viommu: str = attrs.field(default="on", validator=_check, metadata=_option(
         "--viommu", "00:03.0 virtio-iommu-pci present", choices=("on", "none")))
     flavor: str = attrs.field(default="qemu", validator=_check, metadata=_option(
-        "--flavor", "virtio-iommu behaviour: QEMU's exactly (qemu) or the virtio spec's MUSTs (spec)",
-        group="device", choices=("qemu", "spec")))
+        "--flavor", "virtio-iommu behaviour: QEMU's exactly (qemu), the virtio spec's MUSTs (spec), or a peer "
+        "VMM's documented differences from QEMU (cloud-hypervisor, crosvm)",
+        group="device", choices=("qemu", "spec", "cloud-hypervisor", "crosvm")))
     iommu_policy: str = attrs.field(default="lazy", validator=_check_iommu_policy, metadata=_option(
         "--iommu-policy", "DMA domain TLB invalidation policy, kernel command line iommu.strict, or a policy "
         "class: PATH.py:Class or package.module:Class", group="guest", choices=("lazy", "strict")))

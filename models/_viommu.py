@@ -25,7 +25,7 @@ from ._config import MachineConfig
 from ._iommu_notify import HostIommuDevice
 from ._viommu_requests import RequestFramingError, RequestOutcome, ViommuRequests, request_size
 from ._viommu_state import X86_RESERVED_REGIONS, ReservedRegion
-from ._viommu_wire import EVENTQ, F_BYPASS_CONFIG, HEAD_SIZE, QEMU_FEATURES, REQUESTQ, VIRTIO_ID_IOMMU, FaultEvent, IommuConfig
+from ._viommu_wire import EVENTQ, F_BYPASS_CONFIG, HEAD_SIZE, REQUESTQ, VIRTIO_ID_IOMMU, FaultEvent, IommuConfig
 from ._virtqueue import DeviceQueue, VirtqueueError
 
 __all__ = ["EVENTQ", "QUEUE_SIZE", "REQUESTQ", "RequestFramingError", "RequestOutcome", "VirtioIommu"]
@@ -78,7 +78,8 @@ class VirtioIommu(ViommuRequests):
 
     # -- VirtioBackend ---------------------------------------------------------------
     def device_features(self) -> int:
-        return QEMU_FEATURES
+        """The flavour's feature bits (QEMU: ``QEMU_FEATURES``; models/_viommu_flavours.py)."""
+        return self.features_offered
 
     def attached(self, transport: _Transport) -> None:
         self.transport = transport
@@ -108,6 +109,9 @@ class VirtioIommu(ViommuRequests):
         buf = bytearray(self.config().pack())
         buf[offset : offset + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         new = buf[CONFIG_BYPASS_OFFSET]
+        if self.flavour.bypass_write != "qemu":
+            self._peer_config_write(offset, size, new)
+            return
         if new != self.bypass:
             if self.transport is None or not self.transport.has_feature(F_BYPASS_CONFIG):
                 self._virtio_error("cannot set config.bypass")
@@ -119,6 +123,20 @@ class VirtioIommu(ViommuRequests):
             for dev in self.devices.values():
                 self._switch_address_space(dev)
         self._trace("virtio_iommu_set_config", bypass=new)
+
+    def _peer_config_write(self, offset: int, size: int, new: int) -> None:
+        """cloud-hypervisor ``Iommu::write_config``: a one-byte write of ``bypass`` keeps bit 0, and
+        ``update_bypass`` applies it only once BYPASS_CONFIG is acked; any other write is ignored (logged).
+        crosvm implements no ``write_config``: every write is ignored."""
+        if self.flavour.bypass_write == "ignored" or offset != CONFIG_BYPASS_OFFSET or size != 1:
+            self._trace("virtio_iommu_config_write_ignored", offset=offset, size=size)
+            return
+        self.bypass = new & 1
+        if self.transport is not None and self.transport.has_feature(F_BYPASS_CONFIG):
+            self.own_bypass = bool(self.bypass)
+            for dev in self.devices.values():
+                self._switch_address_space(dev)
+        self._trace("virtio_iommu_set_config", bypass=self.bypass)
 
     def queue_notify(self, index: int) -> Coroutine[object, object, None] | None:
         """Queue 0 runs virtio_iommu_handle_command in the kicking vCPU's exit; queue 1 has no handler."""
@@ -146,7 +164,7 @@ class VirtioIommu(ViommuRequests):
     def system_reset(self) -> None:
         """virtio_iommu_system_reset then the device reset: ``bypass`` back to boot-bypass."""
         self._trace("virtio_iommu_system_reset")
-        self.bypass = int(self.boot_bypass)
+        self._boot_bypass()
         for dev in self.devices.values():
             self._switch_address_space(dev)
         self.reset()

@@ -18,7 +18,7 @@ the host IOMMU page sizes narrow ``page_size_mask`` when the VFIO device is real
 (d7c8c95fbc), and a guest (status 0) reset destroys every domain and endpoint (the
 virtio ``reset`` hook, removed in 10.0).
 
-Two flavours (``MachineConfig.flavor``):
+The ``qemu`` and ``spec`` flavours (``MachineConfig.flavor``):
 
 * ``qemu``: QEMU's behaviour, including its deviations from the spec.
 * ``spec``: the spec's device requirements ("IOMMU Device / Device operations"):
@@ -47,6 +47,45 @@ Two flavours (``MachineConfig.flavor``):
   PROBE writable part < probe_size + 4    DEVERR tail at offset 0, used 4  zero properties, INVAL tail at the end,
                                                                            used = writable size (PROBE: SHOULD INVAL)
   ======================================  ===============================  ==========================================
+
+Two peer flavours follow their VMM's own check order (the values they present,
+features, config space, PROBE size, bypass, are the rows of
+models/_viommu_flavours.py):
+
+* ``cloud-hypervisor`` (virtio-devices/src/iommu.rs ``Request::parse`` at ae44c29):
+  the readable part must be exactly the request's size (else INVAL); ATTACH checks
+  ``reserved`` and ``flags`` (INVAL), a bypass mismatch (INVAL) and the domain cap
+  (65536, NOMEM) and accepts any endpoint id; ATTACH to the endpoint's own domain
+  changes nothing; DETACH never fails: it drops the endpoint's record whatever
+  domain it names and removes the *named* domain if that is left empty (the
+  endpoint's own domain stays, with its mappings); MAP checks flags (INVAL),
+  ``input_range`` when offered (RANGE), the domain (NOENT, bypass INVAL), an
+  inverted or wrapping range (RANGE), the 4 KiB granule of start, phys_start and
+  size (RANGE), overlap (INVAL) and 2^20 mappings (NOMEM), and stores no
+  permissions (every mapping reads and writes); UNMAP checks ``input_range``, the
+  domain, an inverted range (RANGE) and, before removing anything, a split
+  (RANGE: atomic); PROBE answers any endpoint with one RESV_MEM MSI property.  A
+  rejected request has its tail written but used length 0 (the driver reads
+  IOERR); an unknown type, a chain with no room for the reply or a head shorter
+  than 4 bytes gets used length 0 and nothing written (no device reset).
+* ``crosvm`` (devices/src/virtio/iommu.rs ``State::execute_request`` at f1e797a):
+  ATTACH checks ``reserved`` (INVAL) but not ``flags`` (ATTACH_F_BYPASS is
+  ignored: no bypass domains), an unknown endpoint is NOENT, and an attached
+  endpoint is first detached, which fails with UNSUPP for a VFIO endpoint
+  (``VfioWrapper::supports_detach``) or a domain shared with another endpoint;
+  detaching a domain's last endpoint drops the domain and its mappings
+  (``reset_domain``), so ATTACH to the own domain empties it as QEMU does; DETACH
+  ignores the domain it names (NOENT for an unknown endpoint, UNSUPP as above);
+  MAP with ``virt_end <= virt_start`` is INVAL, off-granule start, phys_start or
+  end + 1 is RANGE, then flags (INVAL), domain (NOENT), overlap (INVAL), no
+  ``input_range`` check, and WRITE maps read-write, anything else read-only
+  (READ implied); UNMAP: domain (NOENT), a range that is empty or runs past
+  2^64 - 1 fails (used length 0), a split is RANGE with nothing removed
+  (``BasicMemoryMapper::remove_map``); PROBE: NOENT for an unknown endpoint,
+  INVAL when the buffer has less than 24 bytes of properties, the whole writable
+  part zero-filled and used.  A readable part shorter than the request, a
+  writable part shorter than the tail or an unknown type gets used length 0 and
+  nothing written.
 
 Off-granule mappings in the qemu flavour translate as QEMU does
 (``virtio_iommu_translate`` returns an entry of the granule's size, then
@@ -79,16 +118,19 @@ Simulator choices, the same in both flavours (documented divergences from QEMU):
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import attrs
 
-from ._viommu_state import Domain, Mapping, ViommuState
+from ._viommu_state import Domain, Endpoint, Mapping, ViommuState
 from ._wire import U64
 from ._viommu_wire import (
     ATTACH_F_BYPASS,
     HEAD_SIZE,
     MAP_F_MASK,
+    MAP_F_READ,
+    MAP_F_WRITE,
+    RESV_MEM_T_MSI,
     TAIL_SIZE,
     AttachReq,
     DetachReq,
@@ -126,7 +168,7 @@ class RequestFramingError(Exception):
 
 
 class ViommuRequests(ViommuState):
-    """The request handlers over the device state, in the ``qemu`` or ``spec`` flavour."""
+    """The request handlers over the device state, in the flavour ``MachineConfig.flavor`` names."""
 
     def handle_request(self, request: bytes, writable_len: int) -> tuple[bytes, int]:
         """Answer one request: (bytes for the writable part from offset 0, used length).
@@ -145,9 +187,24 @@ class ViommuRequests(ViommuState):
         """
         size = len(request) if readable_len is None else readable_len
         if writable_len < TAIL_SIZE or size < HEAD_SIZE:
-            raise RequestFramingError("virtio-iommu bad head/tail size")
-        self._host_ps = 0
-        rtype = request[0]
+            if self.flavour.framing_breaks_device:
+                raise RequestFramingError("virtio-iommu bad head/tail size")
+            rtype, status, reply, used = request[0] if request else 0, None, b"", 0  # the peers: used length 0
+        else:
+            self._host_ps = 0
+            rtype = request[0]
+            status, reply, used = self._answer(rtype, request, writable_len, size)
+        self._trace("virtio_iommu_request_status", type=rtype,
+                    status=None if status is None else int(status), used_len=used)
+        host_ps, self._host_ps = self._host_ps, 0
+        return RequestOutcome(rtype, status, reply, used, host_ps)
+
+    def _answer(self, rtype: int, request: bytes, writable_len: int, size: int) -> tuple[Status | None, bytes, int]:
+        """One well-framed request: (status or None when nothing is written, reply bytes, used length)."""
+        if self.flavor == "cloud-hypervisor":
+            return self._ch_request(rtype, request, writable_len, size)
+        if self.flavor == "crosvm":
+            return self._crosvm_request(rtype, request, writable_len, size)
         if rtype == ReqType.PROBE:
             status, reply, used = self._handle_probe(request, writable_len, size)
         elif rtype in _SIMPLE:
@@ -159,10 +216,7 @@ class ViommuRequests(ViommuState):
         else:
             status = Status.UNSUPP
             reply, used = ReqTail(status).pack(), TAIL_SIZE
-        self._trace("virtio_iommu_request_status", type=rtype,
-                    status=None if status is None else int(status), used_len=used)
-        host_ps, self._host_ps = self._host_ps, 0
-        return RequestOutcome(rtype, status, reply, used, host_ps)
+        return status, reply, used
 
     def _attach(self, req: AttachReq) -> Status:
         """virtio_iommu_attach."""
@@ -194,12 +248,16 @@ class ViommuRequests(ViommuState):
         domain = self._get_domain(req.domain, bypass)
         if domain is None:
             return Status.INVAL
+        self._join(ep, domain)
+        return Status.OK
+
+    def _join(self, ep: Endpoint, domain: Domain) -> None:
+        """The end of virtio_iommu_attach: the endpoint joins, its address space switches, the domain replays."""
         domain.endpoints.insert(0, ep)
         ep.domain = domain
         self._switch_address_space(ep.dev)
         for m in domain.mappings.values():
             self._notify_map(ep.dev.mr, m.virt_start, m.virt_end, m.phys_start, m.flags)
-        return Status.OK
 
     def _detach(self, req: DetachReq) -> Status:
         """virtio_iommu_detach."""
@@ -246,13 +304,17 @@ class ViommuRequests(ViommuState):
             self._trace("virtio_iommu_map_phys_wrap", domain_id=req.domain, virt_start=req.virt_start,
                         virt_end=req.virt_end, phys_start=req.phys_start,
                         wrapped=req.phys_start + (req.virt_end - req.virt_start) - U64)
+        return self._add_mapping(domain, req, req.flags)
+
+    def _add_mapping(self, domain: Domain, req: MapReq, flags: int) -> Status:
+        """virtio_iommu_map's insertion: the mapping with ``flags`` (what the flavour stores), then the notifiers."""
         self._trace(
             "virtio_iommu_map", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end,
-            phys_start=req.phys_start, flags=req.flags,
+            phys_start=req.phys_start, flags=flags,
         )
-        domain.mappings[req.virt_start] = Mapping(req.virt_start, req.virt_end, req.phys_start, req.flags)
+        domain.mappings[req.virt_start] = Mapping(req.virt_start, req.virt_end, req.phys_start, flags)
         for ep in domain.endpoints:
-            self._notify_map(ep.dev.mr, req.virt_start, req.virt_end, req.phys_start, req.flags)
+            self._notify_map(ep.dev.mr, req.virt_start, req.virt_end, req.phys_start, flags)
         return Status.OK
 
     def _unmap(self, req: UnmapReq) -> Status:
@@ -265,12 +327,7 @@ class ViommuRequests(ViommuState):
             return Status.INVAL
         lo, hi = req.virt_start, req.virt_end
         if self.flavor == "spec":
-            hit = domain.overlapping(lo, hi)
-            if any(m.virt_start < lo or m.virt_end > hi for m in hit):
-                return Status.RANGE
-            for m in hit:
-                self._remove_mapping(domain, m)
-            return Status.OK
+            return self._unmap_atomic(domain, lo, hi)
         while (found := domain.first_overlap(lo, hi)) is not None:
             if found.virt_start < lo or found.virt_end > hi:
                 return Status.RANGE
@@ -322,6 +379,218 @@ class ViommuRequests(ViommuState):
         return _decoded(request, UnmapReq, self._unmap)
 
 
+    # -- cloud-hypervisor (virtio-devices/src/iommu.rs, Request::parse) ------------------------
+    def _ch_request(self, rtype: int, request: bytes, writable_len: int, size: int) -> tuple[Status | None, bytes, int]:
+        """``Request::parse``: exact readable size, the handler, then the tail (used length 0 if rejected)."""
+        if rtype not in _REQUEST_SIZES:
+            return None, b"", 0  # "unrecognised request types must not have the reply buffer written"
+        self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=size)
+        props = b""
+        if size != _REQUEST_SIZES[rtype]:
+            status = Status.INVAL
+        elif rtype == ReqType.PROBE:
+            status = Status.OK  # any endpoint: one RESV_MEM MSI property (get_msi_iova_space on x86_64)
+            props = ProbeResvMem.of(RESV_MEM_T_MSI, *_X86_MSI).pack()
+        else:
+            cls, handler = _CH_HANDLERS[rtype]
+            status = handler(self, cls.unpack(request))
+        reply = props + ReqTail(status).pack()
+        if writable_len < len(reply):
+            return None, b"", 0  # BufferLengthTooSmall: nothing written
+        return status, reply, len(reply) if status == Status.OK else 0
+
+    def _ch_attach(self, req: AttachReq) -> Status:
+        """VIRTIO_IOMMU_T_ATTACH: reserved/flags, bypass mismatch, domain cap; any endpoint id."""
+        self._trace("virtio_iommu_attach", domain_id=req.domain, ep_id=req.endpoint)
+        if any(req.reserved) or req.flags & ~ATTACH_F_BYPASS:
+            return Status.INVAL
+        bypass = bool(req.flags & ATTACH_F_BYPASS)
+        target = self.domains.get(req.domain)
+        if target is not None and target.bypass != bypass:
+            return Status.INVAL
+        if target is None and len(self.domains) >= CH_MAX_DOMAINS:
+            return Status.NOMEM
+        ep = self._get_endpoint(req.endpoint)
+        assert ep is not None  # cloud-hypervisor records any id (endpoint_checks is off)
+        if ep.domain is not None:
+            if ep.domain.id == req.domain:
+                return Status.OK  # old_domain_id == domain_id: nothing detached
+            previous = ep.domain
+            self._detach_endpoint_from_domain(ep)
+            if not previous.endpoints:
+                self._put_domain(previous)
+        domain = self._get_domain(req.domain, bypass)
+        assert domain is not None
+        self._join(ep, domain)
+        return Status.OK
+
+    def _ch_detach(self, req: DetachReq) -> Status:
+        """VIRTIO_IOMMU_T_DETACH / ``detach_endpoint_from_domain``: never fails; the named domain goes if empty."""
+        self._trace("virtio_iommu_detach", domain_id=req.domain, ep_id=req.endpoint)
+        ep = self.endpoints.get(req.endpoint)
+        if ep is not None:
+            self._put_endpoint(ep)  # endpoints.remove(endpoint), whatever domain it was in
+        named = self.domains.get(req.domain)
+        if named is not None and not named.endpoints:
+            self._put_domain(named)
+        return Status.OK
+
+    def _ch_map(self, req: MapReq) -> Status:
+        """VIRTIO_IOMMU_T_MAP in cloud-hypervisor's check order; no permissions are stored."""
+        if req.flags & ~MAP_F_MASK:
+            return Status.INVAL
+        if self.input_range_checked and (req.virt_start < self.input_range[0] or req.virt_end > self.input_range[1]):
+            return Status.RANGE
+        domain = self.domains.get(req.domain)
+        if domain is None:
+            return Status.NOENT
+        if domain.bypass:
+            return Status.INVAL
+        size = req.virt_end - req.virt_start + 1
+        if size <= 0 or size > U64 or req.phys_start > U64 - size or req.virt_start > U64 - size:
+            return Status.RANGE  # checked_sub / checked_add / the overflow checks
+        granule_mask = (self.page_size_mask & -self.page_size_mask) - 1
+        if (req.virt_start | req.phys_start | size) & granule_mask:
+            return Status.RANGE
+        if domain.first_overlap(req.virt_start, req.virt_end) is not None:
+            return Status.INVAL
+        if len(domain.mappings) >= CH_MAX_MAPPINGS_PER_DOMAIN:
+            return Status.NOMEM
+        return self._add_mapping(domain, req, MAP_F_READ | MAP_F_WRITE)
+
+    def _ch_unmap(self, req: UnmapReq) -> Status:
+        """VIRTIO_IOMMU_T_UNMAP: input range, domain, inverted range, then the split pre-check (atomic)."""
+        self._trace("virtio_iommu_unmap", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end)
+        lo, hi = req.virt_start, req.virt_end
+        if self.input_range_checked and (lo < self.input_range[0] or hi > self.input_range[1]):
+            return Status.RANGE
+        domain = self.domains.get(req.domain)
+        if domain is None:
+            return Status.NOENT
+        if domain.bypass:
+            return Status.INVAL
+        if hi < lo:
+            return Status.RANGE
+        return self._unmap_atomic(domain, lo, hi)
+
+    def _unmap_atomic(self, domain: Domain, lo: int, hi: int) -> Status:
+        """RANGE if any mapping overlapping [lo, hi] would be split (nothing removed), else remove them all."""
+        hit = domain.overlapping(lo, hi)
+        if any(m.virt_start < lo or m.virt_end > hi for m in hit):
+            return Status.RANGE
+        for m in hit:
+            self._remove_mapping(domain, m)
+        return Status.OK
+
+    # -- crosvm (devices/src/virtio/iommu.rs, State::execute_request) ----------------------------
+    def _crosvm_request(self, rtype: int, request: bytes, writable_len: int, size: int) -> tuple[Status | None, bytes, int]:
+        """``execute_request``: an error (short read, unknown type, bad UNMAP size) is used length 0, unwritten."""
+        if rtype not in _REQUEST_SIZES:
+            return None, b"", 0  # IommuError::UnexpectedDescriptor
+        self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=size)
+        if len(request) < _REQUEST_SIZES[rtype]:
+            return None, b"", 0  # reader.read_obj fails
+        if rtype == ReqType.PROBE:
+            return self._crosvm_probe(ProbeReq.unpack(request), writable_len)
+        cls, handler = _CROSVM_HANDLERS[rtype]
+        status: Status | None = handler(self, cls.unpack(request))
+        if status is None:
+            return None, b"", 0
+        return status, ReqTail(status).pack(), TAIL_SIZE
+
+    def _crosvm_detach_endpoint(self, ep: Endpoint) -> bool:
+        """``State::detach_endpoint``: only a domain's sole, detachable endpoint; the domain goes with it."""
+        domain = ep.domain
+        if domain is None:
+            return True
+        if ep.dev.vfio or len(domain.endpoints) > 1:
+            return False  # VfioWrapper::supports_detach is false; refs > 1
+        self._put_domain(domain)  # reset_domain: the mapper forgets every mapping
+        return True
+
+    def _crosvm_attach(self, req: AttachReq) -> Status | None:
+        """``process_attach_request``: reserved, endpoint, detach first (UNSUPP if it cannot); flags unread."""
+        self._trace("virtio_iommu_attach", domain_id=req.domain, ep_id=req.endpoint)
+        if any(req.reserved):
+            return Status.INVAL
+        ep = self._get_endpoint(req.endpoint)
+        if ep is None:
+            return Status.NOENT
+        if not self._crosvm_detach_endpoint(ep):
+            return Status.UNSUPP
+        domain = self._get_domain(req.domain, False)  # no bypass domains
+        assert domain is not None
+        self._join(ep, domain)
+        return Status.OK
+
+    def _crosvm_detach(self, req: DetachReq) -> Status | None:
+        """``process_detach_request``: the endpoint only (the named domain is not read)."""
+        self._trace("virtio_iommu_detach", domain_id=req.domain, ep_id=req.endpoint)
+        if req.endpoint not in self.devices:
+            return Status.NOENT
+        ep = self.endpoints.get(req.endpoint)
+        if ep is None:
+            return Status.OK
+        if not self._crosvm_detach_endpoint(ep):
+            return Status.UNSUPP
+        self._put_endpoint(ep)
+        return Status.OK
+
+    def _crosvm_map(self, req: MapReq) -> Status | None:
+        """``process_dma_map_request``: order, alignment, flags, domain, overlap; WRITE means read-write."""
+        if req.virt_start >= req.virt_end:
+            return Status.INVAL
+        granule_mask = (self.page_size_mask & -self.page_size_mask) - 1
+        if (req.phys_start | req.virt_start | ((req.virt_end + 1) & U64)) & granule_mask:
+            return Status.RANGE
+        if req.flags & ~MAP_F_MASK:
+            return Status.INVAL
+        domain = self.domains.get(req.domain)
+        if domain is None:
+            return Status.NOENT
+        if req.virt_end - req.virt_start + 1 > U64:
+            return Status.DEVERR  # "doesn't support unlikely request for size == U64::MAX+1"
+        if domain.first_overlap(req.virt_start, req.virt_end) is not None:
+            return Status.INVAL  # AddMapResult::OverlapFailure
+        return self._add_mapping(domain, req, MAP_F_READ | (MAP_F_WRITE if req.flags & MAP_F_WRITE else 0))
+
+    def _crosvm_unmap(self, req: UnmapReq) -> Status | None:
+        """``process_dma_unmap_request`` / ``remove_map``: sizes computed as a release build wraps them."""
+        self._trace("virtio_iommu_unmap", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end)
+        domain = self.domains.get(req.domain)
+        if domain is None:
+            return Status.NOENT
+        size = (req.virt_end - req.virt_start + 1) & U64
+        if size == 0 or req.virt_start + size > U64:
+            return None  # "can't unmap 0 sized region" / "iova overflow": an error, used length 0
+        return self._unmap_atomic(domain, req.virt_start, req.virt_end)
+
+    def _crosvm_probe(self, req: ProbeReq, writable_len: int) -> tuple[Status, bytes, int]:
+        """``process_probe_request``: NOENT, INVAL under 24 property bytes, else the x86 MSI property; all zero-filled."""
+        self._trace("virtio_iommu_probe", endpoint=req.endpoint)
+        properties = bytearray(writable_len - TAIL_SIZE)
+        status = Status.OK if req.endpoint in self.devices else Status.NOENT
+        if len(properties) < self.probe_size:
+            status = Status.INVAL
+        elif status == Status.OK:
+            properties[: ProbeResvMem.SIZE] = ProbeResvMem.of(RESV_MEM_T_MSI, *_X86_MSI).pack()
+        return status, bytes(properties) + ReqTail(status).pack(), writable_len
+
+
+#: cloud-hypervisor's caps: ``MAX_DOMAINS`` per device, ``MAX_MAPPINGS_PER_DOMAIN``
+CH_MAX_DOMAINS = 1 << 16
+CH_MAX_MAPPINGS_PER_DOMAIN = 1 << 20
+#: the x86 MSI window both peers report (cloud-hypervisor get_msi_iova_space, crosvm X86_MSI_IOVA_START/END)
+_X86_MSI = (0xFEE0_0000, 0xFEEF_FFFF)
+_CH_HANDLERS: dict[int, tuple[type[Any], Callable[..., Status]]] = {
+    ReqType.ATTACH: (AttachReq, ViommuRequests._ch_attach), ReqType.DETACH: (DetachReq, ViommuRequests._ch_detach),
+    ReqType.MAP: (MapReq, ViommuRequests._ch_map), ReqType.UNMAP: (UnmapReq, ViommuRequests._ch_unmap),
+}
+_CROSVM_HANDLERS: dict[int, tuple[type[Any], Callable[..., Status | None]]] = {
+    ReqType.ATTACH: (AttachReq, ViommuRequests._crosvm_attach),
+    ReqType.DETACH: (DetachReq, ViommuRequests._crosvm_detach),
+    ReqType.MAP: (MapReq, ViommuRequests._crosvm_map), ReqType.UNMAP: (UnmapReq, ViommuRequests._crosvm_unmap),
+}
 _SIMPLE = frozenset((ReqType.ATTACH, ReqType.DETACH, ReqType.MAP, ReqType.UNMAP))
 _REQUEST_SIZES: dict[int, int] = {ReqType.ATTACH: AttachReq.SIZE, ReqType.DETACH: DetachReq.SIZE, ReqType.MAP: MapReq.SIZE,
                   ReqType.UNMAP: UnmapReq.SIZE, ReqType.PROBE: ProbeReq.SIZE}

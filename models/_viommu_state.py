@@ -26,6 +26,14 @@ models/_viommu_requests.py).
 Endpoints are keyed by the function's 16-bit requester id everywhere (the device
 records, translate, the IOMMU regions and, through their notifiers, the VFIO
 containers), so no id aliases a function: an id with bits 16..31 set names none.
+
+The flavour's row of models/_viommu_flavours.py sets what differs between VMMs
+here: the config values (page_size_mask, input and domain range, probe_size,
+bypass), which reserved regions an endpoint has, whether an unattached endpoint
+bypasses, whether a failed translation reports a fault on the eventq, and
+whether an endpoint id that names no function still gets a record (cloud-
+hypervisor's ATTACH accepts any id: such a record has a device of its own that
+no DMA reaches and no address-space switch follows).
 """
 
 from __future__ import annotations
@@ -50,7 +58,9 @@ from ._iommu_notify import (
     NotifierRefused,
 )
 from ._memory import HOST_PAGE_SIZE
+from ._viommu_flavours import FLAVOURS, Flavour
 from ._viommu_wire import (
+    F_INPUT_RANGE,
     FAULT_F_ADDRESS,
     FAULT_F_READ,
     FAULT_F_WRITE,
@@ -104,6 +114,17 @@ def insert_resv_region(regions: Sequence[ReservedRegion], new: ReservedRegion) -
     return sorted(out)
 
 
+def _largest_max_iova(hosts: Iterable[HostIommuDevice]) -> int:
+    """crosvm ``iova_max_addr``: the largest assigned function's last usable IOVA, else 2^64 - 1.
+
+    A host's usable ranges are the complement of its reserved ranges; its last
+    usable IOVA is below a reserved range that runs to 2^64 - 1, else 2^64 - 1
+    (crosvm ``VfioPciDevice::get_max_iova``).
+    """
+    ends = [min((lo - 1 for lo, hi in h.reserved_ranges if hi == U64), default=U64) for h in hosts]
+    return max(ends, default=U64)
+
+
 @attrs.frozen
 class Mapping:
     """One MAP: [virt_start, virt_end] (inclusive) -> phys_start, with MAP flags."""
@@ -121,11 +142,13 @@ class IommuDevice:
     """
 
     def __init__(self, bdf: int, mr: IommuMemoryRegion, resv: list[ReservedRegion],
-                 host: HostIommuDevice | None) -> None:
+                 host: HostIommuDevice | None, *, phantom: bool = False) -> None:
         self.bdf = bdf
         self.mr = mr
         self.resv = resv
         self.host = host
+        #: an endpoint id that names no function (cloud-hypervisor records it anyway)
+        self.phantom = phantom
         #: whether the IOMMU region (not the bypass alias) is the device's DMA address space
         self.translated = False
 
@@ -248,13 +271,29 @@ class ViommuState(abc.ABC):
         self.name = name
         self._trace = sim.tracer(name)
         self.flavor = config.flavor
+        self.flavour: Flavour = FLAVOURS[config.flavor]
+        flavour = self.flavour
         self.cost: CostModel = config.cost
         self.boot_bypass = boot_bypass
         self.page_size_mask = U64 & ~(HOST_PAGE_SIZE - 1)  # granule=host on a 4 KiB host
+        if flavour.page_size_mask is not None:
+            self.page_size_mask = flavour.page_size_mask
+        #: the device feature bits offered (VirtioIommu.device_features)
+        self.features_offered = flavour.offered(config.aw_bits)
+        #: whether MAP/UNMAP check ``input_range`` in a peer flavour (cloud-hypervisor: only when offered)
+        self.input_range_checked = bool(self.features_offered >> F_INPUT_RANGE & 1)
         self.input_range = (0, (1 << config.aw_bits) - 1)
-        self.domain_range = (0, U32)
-        self.probe_size = VIOMMU_PROBE_SIZE
-        self.bypass = int(boot_bypass)
+        if flavour.input_range == "aw-below-64" and config.aw_bits == 64:
+            self.input_range = (0, 0)  # not offered: cloud-hypervisor's config reads zeroes
+        elif flavour.input_range == "vfio-iova-max":
+            self.input_range = (0, _largest_max_iova((vfio_endpoints or {}).values()))
+        self.domain_range = (0, U32) if flavour.domain_range else (0, 0)
+        self.probe_size = flavour.probe_size
+        #: ``config.bypass``; ``own_bypass`` is a flag of the device's own that decides instead when not
+        #: None (cloud-hypervisor ``IommuMapping::bypass``, crosvm: never)
+        self.bypass = 0
+        self.own_bypass: bool | None = None
+        self._boot_bypass()
         self.domains: dict[int, Domain] = {}
         self.endpoints: dict[int, Endpoint] = {}
         self.devices: dict[int, IommuDevice] = {}
@@ -277,6 +316,12 @@ class ViommuState(abc.ABC):
         self._trace("virtio_iommu_freeze_granule", page_size_mask=self.page_size_mask)
 
     # -- set-up ----------------------------------------------------------------------
+    def _boot_bypass(self) -> None:
+        """``config.bypass`` and the device's own bypass flag as at system reset (QEMU: boot-bypass)."""
+        flavour = self.flavour
+        self.bypass = int(self.boot_bypass) if flavour.config_bypass is None else flavour.config_bypass
+        self.own_bypass = flavour.unattached_bypass
+
     def _add_device(self, index: int, bdf: int, host: HostIommuDevice | None,
                     machine_resv: Sequence[ReservedRegion]) -> None:
         """virtio_iommu_find_add_as (+ set_iommu_device for an assigned function)."""
@@ -286,8 +331,10 @@ class ViommuState(abc.ABC):
         self._trace("virtio_iommu_init_iommu_mr", iommu_mr=mr_name)
         resv: list[ReservedRegion] = []
         if host is not None:
-            self._update_page_size_mask(host.name, host.page_size_mask)
-            resv = [ReservedRegion(lo, hi, RESV_MEM_T_RESERVED) for lo, hi in host.reserved_ranges]
+            if self.flavour.page_size_mask is None:
+                self._update_page_size_mask(host.name, host.page_size_mask)
+            if self.flavour.host_reserved:
+                resv = [ReservedRegion(lo, hi, RESV_MEM_T_RESERVED) for lo, hi in host.reserved_ranges]
         for r in machine_resv:
             resv = insert_resv_region(resv, r)
         dev = self.devices[bdf] = IommuDevice(bdf, mr, resv, host)
@@ -317,10 +364,19 @@ class ViommuState(abc.ABC):
             return ep
         dev = self.devices.get(ep_id)
         if dev is None:
-            return None
+            if self.flavour.endpoint_checks:
+                return None
+            dev = self._phantom_device(ep_id)
         ep = self.endpoints[ep_id] = Endpoint(ep_id, dev)
         self._trace("virtio_iommu_get_endpoint", ep_id=ep_id)
         return ep
+
+    def _phantom_device(self, ep_id: int) -> IommuDevice:
+        """A record for an endpoint id that names no function (cloud-hypervisor ATTACH: any id)."""
+        name = f"virtio-iommu-phantom-{ep_id:#x}"
+        mr = IommuMemoryRegion(name, sim=self.sim, replay=self._replay, flags_changed=self._flags_changed)
+        self._mr_bdf[name] = ep_id
+        return IommuDevice(ep_id, mr, [], None, phantom=True)
 
     def _put_endpoint(self, ep: Endpoint) -> None:
         if ep.domain is not None:
@@ -359,11 +415,13 @@ class ViommuState(abc.ABC):
         """virtio_iommu_device_bypassed."""
         ep = self.endpoints.get(bdf)
         if ep is None or ep.domain is None:
-            return bool(self.bypass)
+            return bool(self.bypass) if self.own_bypass is None else self.own_bypass
         return ep.domain.bypass
 
     def _switch_address_space(self, dev: IommuDevice) -> None:
         """virtio_iommu_switch_address_space: IOMMU region or bypass alias; an assigned function's listener follows."""
+        if dev.phantom:
+            return
         on = not self._bypassed(dev.bdf)
         self._trace(
             "virtio_iommu_switch_address_space", bus=dev.bdf >> 8, slot=(dev.bdf >> 3) & 0x1F,
@@ -462,6 +520,9 @@ class ViommuState(abc.ABC):
 
     def _fault(self, endpoint: int, iova: int, reason: int, flags: int, mask: int) -> Translation:
         fault = FaultEvent(reason, flags, endpoint, iova)
+        if not self.flavour.reports_faults:  # cloud-hypervisor and crosvm never write their eventq
+            self._trace("virtio_iommu_fault_unreported", reason=reason, flags=flags, endpoint=endpoint, addr=iova)
+            return Translation(False, iova, IOMMU_NONE, mask, reason, fault_flags=flags)
         self._report_fault(fault)
         return Translation(False, iova, IOMMU_NONE, mask, reason, fault, fault_flags=flags)
 

@@ -66,7 +66,7 @@ def test_job_help_shows_the_real_default(option: object) -> None:
     ("smp", "0", "0", "--smp: invalid value 0 (an integer from 1 to 255)"),
     ("nvme", "nvmf", "'nvmf'", "--nvme: invalid value 'nvmf' (choose from vfio, emulated, none)"),
     ("memory", "12x", "'12x'", "--memory: invalid size '12x' (e.g. 64G, 2048M)"),
-    ("flavor", "linux", "'linux'", "--flavor: invalid value 'linux' (choose from qemu, spec)"),
+    ("flavor", "linux", "'linux'", "--flavor: invalid value 'linux' (choose from qemu, spec, cloud-hypervisor, crosvm)"),
 ])
 def test_a_bad_value_reads_the_same_from_cli_toml_and_platform(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, flag_value: str, toml_value: str,
