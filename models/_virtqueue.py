@@ -244,7 +244,8 @@ class DeviceQueue:
         self.inuse += 1
         chain = Chain(head, readable, writable, self.memory, self.initiator)
         if self._trace is not None:
-            self._trace("virtqueue_pop", queue=self.index, head=head, in_num=len(writable), out_num=len(readable))
+            self._trace("virtqueue_pop", queue=self.index, head=head, in_num=len(writable), out_num=len(readable),
+                        avail_idx=avail)
         return chain
 
     def _walk(self, head: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -317,7 +318,7 @@ class DeviceQueue:
         self.used_idx = new
         self.inuse -= 1
         if self._trace is not None:
-            self._trace("virtqueue_flush", queue=self.index, count=1)
+            self._trace("virtqueue_flush", queue=self.index, count=1, used_idx=new)
         # virtqueue_split_flush: the index wrapped past the last signalled value; forget it
         if _s16(new - self._signalled_used) < ((new - old) & U16):
             self._signalled_used_valid = False

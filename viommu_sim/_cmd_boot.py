@@ -1,4 +1,7 @@
-"""``viommu-sim boot``: boot the guest on the machine and print its kernel log (dmesg)."""
+"""``viommu-sim boot``: boot the guest on the machine and print its kernel log (dmesg).
+
+With ``--trace -`` the trace is standard output and the dmesg goes to standard error (``_tracing``).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
     task = sim.spawn(boot(machine), name="boot")
     with trace:
         trio.run(sim.run, task)
-    kernel = task.result()
-    sys.stdout.write(kernel.printk.dmesg())
+        kernel = task.result()
+        sys.stdout.write(kernel.printk.dmesg())  # standard error while the trace is standard output
     return 0

@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
                 if exc.errno == errno.EPIPE:
                     raise
                 raise UsageError(f"{args.file}: {exc.strerror}") from None
-    if args.dump_state:
-        write_output(json.dumps({"domains": dump_state(machine.viommu)}) + "\n")
+            if args.dump_state:  # inside ``trace``: standard error while the trace is standard output
+                write_output(json.dumps({"domains": dump_state(machine.viommu)}) + "\n")
     return 0
 
 
