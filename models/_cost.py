@@ -78,19 +78,19 @@ class CostModel:
     viommu_request_ps: int = _param(
         us(1), "QEMU decoding and handling one request (excluding notifier/host work)")
     viommu_notify_ps: int = _param(
-        ns(1300), "QEMU's work per request-queue notification, around its requests: virtio_queue_notify's "
+        ns(1850), "QEMU's work per request-queue notification, around its requests: virtio_queue_notify's "
         "dispatch, the ring reads that find the available chains, the used-index update and interrupt decision; "
-        "fitted by benchmarks/calibration.py (with the 2 us exit, a kick costs 3.3 us before any request; kept "
-        "when the calibration moved to 4 vCPUs)")
+        "fitted by benchmarks/calibration.py on 4 vCPUs (with the 2 us exit, a kick costs 3.85 us before any "
+        "request, the per-kick serial cost the published strict and strict+map rows imply)")
     # -- host (VFIO type1 / host IOMMU) -------------------------------------------
     vfio_map_ioctl_ps: int = _param(
-        ns(1650), "VFIO_IOMMU_MAP_DMA ioctl: pin pages + program host IOMMU, per call; fitted by "
+        ns(1600), "VFIO_IOMMU_MAP_DMA ioctl: pin pages + program host IOMMU, per call; fitted by "
         "benchmarks/calibration.py on 4 vCPUs (Amit et al., USENIX ATC 2011: ~6,900 cycles for a bare-metal "
         "map+unmap)")
     vfio_map_per_page_ps: int = _param(
         ns(100), "extra per 4 KiB page pinned by a map ioctl")
     vfio_unmap_ioctl_ps: int = _param(
-        ns(1500), "VFIO_IOMMU_UNMAP_DMA ioctl: unpin and unmap, per call (the invalidation is host_iotlb_inval_ps); "
+        ns(1450), "VFIO_IOMMU_UNMAP_DMA ioctl: unpin and unmap, per call (the invalidation is host_iotlb_inval_ps); "
         "fitted by benchmarks/calibration.py on 4 vCPUs")
     host_iotlb_inval_ps: int = _param(
         ns(500), "host IOMMU IOTLB invalidation with its wait descriptor, once per unmap ioctl; fitted by "

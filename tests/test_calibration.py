@@ -41,7 +41,13 @@ def test_one_vcpu_pays_a_round_trip_for_every_strict_unmap() -> None:
     assert r["kicks"] == r["requests"]["MAP"] + r["requests"]["UNMAP"]
 
 
-def test_four_vcpus_let_strict_unmaps_ride_on_other_syncs() -> None:
-    """With four vCPUs contending for request_lock, a strict UNMAP usually completes in another vCPU's sync."""
-    r = run_scenario({"smp": 4, "guest_kernel": "6.12", "iommu_policy": "strict", "map_batching": "off"}, STRICT_64K)
-    assert r["kicks"] < r["requests"]["MAP"] + r["requests"]["UNMAP"] / 2
+def test_the_strict_rows_are_bound_by_request_lock_and_the_unvirtualised_rows_by_the_disk() -> None:
+    """Where the time goes, on the calibration machine (tests/test_request_lock.py pins why: the unfair
+    spinlock makes every strict UNMAP pay its own kick on 4 vCPUs too)."""
+    tiny = {"runtime": 0.01, "ramp_time": 0.005}
+    entries = {e["label"]: e for e in run(job=tiny, repetitions=1, workers=1,
+                                           rows=[ROWS[0], ROWS[1], ROWS[-1]])}
+    assert entries["host (no virtualisation)"]["bottleneck"] == "nvme_link"
+    assert entries["guest, no vIOMMU"]["bottleneck"] == "nvme_link"
+    strict = entries["virtio-iommu strict"]
+    assert strict["bottleneck"] in ("request_lock", "vmm") and strict["busy"]["request_lock"] >= 0.9
