@@ -193,10 +193,10 @@ def _summary(r: dict[str, Any]) -> str:
         f"  lat (us): mean={lat['mean']:.3f} p50={lat['p50']:.3f} p99={lat['p99']:.3f} max={lat['max']:.3f}",
         f"  virtio-iommu: kicks={r['kicks']} ({r['kicks'] / ios:.2f} per I/O), requests: {reqs or 'none'}",
         f"  host VFIO: map ioctls={r['host_map_calls']} unmap ioctls={r['host_unmap_calls']}",
-        f"  IOTLB flushes={r['iotlb_flushes']}  stale window (us): mean={st['mean']:.3f} max={st['max']:.3f}"
-        " (unmap -> UNMAP done at the device)",
-        f"  invalidation window (us): mean={iw['mean']:.3f} max={iw['max']:.3f}"
-        " (unmap -> its IOTLB invalidation done, IOVA free again)",
+        f"  IOTLB flushes={r['iotlb_flushes']}  stale window (us): mean={st['mean']:.3f} p50={st['p50']:.3f} "
+        f"p99={st['p99']:.3f} max={st['max']:.3f} (unmap -> UNMAP done at the device)",
+        f"  invalidation window (us): mean={iw['mean']:.3f} p50={iw['p50']:.3f} p99={iw['p99']:.3f} "
+        f"max={iw['max']:.3f} (unmap -> its IOTLB invalidation done, IOVA free again)",
         f"  busy: vCPUs {u['vcpu_mean']:.0%} (max {u['vcpu_max']:.0%}), request_lock {u['request_lock']:.0%}, "
         f"VMM handler {u['vmm']:.0%}, NVMe link {u['nvme_link']:.0%}; bottleneck: {_BOTTLENECK[u['bottleneck']]}",
     ]) + "\n"

@@ -34,6 +34,8 @@ class CounterSnapshot:
     stale_total_ps: int = 0
     #: the largest stale window since the window's start
     stale_max_ps: int = 0
+    stale_p50_ps: int = 0
+    stale_p99_ps: int = 0
     host_map_calls: int = 0
     host_unmap_calls: int = 0
     iotlb_flushes: int = 0
@@ -41,6 +43,8 @@ class CounterSnapshot:
     released: int = 0
     release_total_ps: int = 0
     release_max_ps: int = 0
+    release_p50_ps: int = 0
+    release_p99_ps: int = 0
     #: busy time (ps) so far of each vCPU, request_lock, the virtio-iommu handler (BQL), the NVMe data link
     cpu_busy_ps: tuple[int, ...] = ()
     request_lock_busy_ps: int = 0
@@ -81,7 +85,7 @@ class WindowCounters:
         if self.viommu is not None:
             v = self.viommu.statistics()
             fields.update(kicks=v.kicks, unmaps=v.unmaps_completed, stale_total_ps=v.stale_total_ps,
-                          stale_max_ps=v.stale_max_ps,
+                          stale_max_ps=v.stale_max_ps, stale_p50_ps=v.stale_p50_ps, stale_p99_ps=v.stale_p99_ps,
                           requests=v.requests)
         if self.container is not None:
             c = self.container.statistics()
@@ -90,7 +94,8 @@ class WindowCounters:
             fields.update(iotlb_flushes=self.invalidation.statistics().invalidations_finished)
         if self.cookie is not None:
             rel = self.cookie.release_statistics()
-            fields.update(released=rel.released, release_total_ps=rel.total_ps, release_max_ps=rel.max_ps)
+            fields.update(released=rel.released, release_total_ps=rel.total_ps, release_max_ps=rel.max_ps,
+                          release_p50_ps=rel.p50_ps, release_p99_ps=rel.p99_ps)
         fields.update(cpu_busy_ps=tuple(cpu.busy_ps() for cpu in self.kernel.cpus), at_ps=self.kernel.sim.now)
         if self.viommu is not None:
             fields.update(request_lock_busy_ps=self.viommu.request_lock_statistics().busy_ps)
@@ -115,12 +120,16 @@ class WindowCounters:
             "iotlb_flushes": b.iotlb_flushes - a.iotlb_flushes,
             "stale_window_us": {
                 "mean": round(stale_total / unmaps / 1e6, 3) if unmaps else 0.0,
+                "p50": round(b.stale_p50_ps / 1e6, 3),
+                "p99": round(b.stale_p99_ps / 1e6, 3),
                 "max": round(b.stale_max_ps / 1e6, 3),
             },
             "utilisation": utilisation(a, b),
             # policy side: unmap -> the invalidation covering it completed and the IOVA was freed
             "invalidation_window_us": {
                 "mean": round(release_total / released / 1e6, 3) if released else 0.0,
+                "p50": round(b.release_p50_ps / 1e6, 3),
+                "p99": round(b.release_p99_ps / 1e6, 3),
                 "max": round(b.release_max_ps / 1e6, 3),
             },
         }
