@@ -18,6 +18,8 @@ from ._config import (
     ConfigError as ConfigError,
     MachineConfig as MachineConfig,
     OptionSpec as OptionSpec,
+    describe_guest_kernel as describe_guest_kernel,
+    guest_kernel_behaviour as guest_kernel_behaviour,
     machine_config as machine_config,
     machine_options as machine_options,
     parse_size as parse_size,
@@ -56,7 +58,8 @@ __all__ = sorted(
         "MachineConfig", "MachineView", "MapFaultHook", "MemoryAccessError", "NvmeController", "NvmeIdentity",
         "OptionSpec", "PM173X", "PciBus", "PciFunction", "QEMU_NVME", "ReservedRegion", "U32", "U64",
         "UsedIrqHook", "VfioContainer", "ViommuDmaPort", "VirtioIommu", "VirtioPciTransport", "build_machine",
-        "format_bdf", "machine_config", "machine_options", "make_bdf", "parse_size", "realize_vfio",
+        "describe_guest_kernel", "format_bdf", "guest_kernel_behaviour", "machine_config", "machine_options",
+        "make_bdf", "parse_size", "realize_vfio",
     ]
 )
 

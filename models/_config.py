@@ -117,6 +117,8 @@ class OptionSpec:
     def check(self, value: object) -> None:
         """Raise ``ConfigError`` naming the flag if ``value`` is not one of the choices / in range."""
         _validate(self.flag, self.choices, self.range, value)
+        if self.name == "guest_kernel":
+            guest_kernel_behaviour(value)
 
 
 def _validate(flag: str, choices: tuple[str, ...] | None, range: tuple[int, int] | None, value: object) -> None:
@@ -160,6 +162,41 @@ def _check(_inst: object, attribute: attrs.Attribute[Any], value: object) -> Non
     _validate(meta.flag, meta.choices, meta.range, value)
 
 
+#: the oldest guest kernel the model boots: Linux 5.14 added ACPI VIOT, the table that describes a
+#: q35 machine's virtio-iommu to an x86 guest (before it, virtio-iommu worked only on device-tree machines)
+OLDEST_GUEST_KERNEL = (5, 14)
+#: the first kernel with 6.12's virtio-iommu (``iotlb_sync_map`` and ``flush_iotlb_all``: Linux 6.8)
+_BATCHING_KERNEL = (6, 8)
+_KERNEL_VERSION = re.compile(r"^([1-9]\d?)\.(0|[1-9]\d{0,2})(?:\.(0|[1-9]\d{0,3}))?$")
+
+
+def guest_kernel_behaviour(version: object) -> str:
+    """The guest kernel behaviour the model gives a Linux ``version`` (MAJOR.MINOR[.PATCH]): "6.12"
+    for 6.8 and later, "6.7" for 5.14 to 6.7; anything else raises ``ConfigError``."""
+    m = _KERNEL_VERSION.match(version) if isinstance(version, str) else None
+    if m is None:
+        raise ConfigError("--guest-kernel", f"invalid value {shown(version)} (a Linux version MAJOR.MINOR, "
+                          "e.g. 6.7, 6.12 or 7.0)")
+    major_minor = (int(m.group(1)), int(m.group(2)))
+    if major_minor < OLDEST_GUEST_KERNEL:
+        raise ConfigError("--guest-kernel", f"Linux {version} is older than 5.14, the first kernel whose "
+                          "virtio-iommu driver an x86 (q35) guest can use (ACPI VIOT)")
+    return "6.12" if major_minor >= _BATCHING_KERNEL else "6.7"
+
+
+def describe_guest_kernel(version: object) -> str:
+    """``version`` and the behaviour it gets, for an echo: "6.9 (behaves as 6.12: 6.8+)", "6.7"."""
+    behaviour = guest_kernel_behaviour(version)
+    if version == behaviour:
+        return behaviour
+    return f"{version} (behaves as {behaviour}: {'6.8+' if behaviour == '6.12' else '5.14 .. 6.7'})"
+
+
+def _check_guest_kernel(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    """``guest_kernel``: a Linux version the model knows (``guest_kernel_behaviour``)."""
+    guest_kernel_behaviour(value)
+
+
 def _check_iommu_policy(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     """``iommu_policy``: lazy, strict, or a reference to a policy class that loads (``_policy_ref``)."""
     from ._policy_ref import check_iommu_policy  # not at import time: _policy_ref imports ConfigError from here
@@ -191,9 +228,11 @@ class MachineConfig:
     iommu_policy: str = attrs.field(default="lazy", validator=_check_iommu_policy, metadata=_option(
         "--iommu-policy", "DMA domain TLB invalidation policy, kernel command line iommu.strict, or a policy "
         "class: PATH.py:Class or package.module:Class", group="guest", choices=("lazy", "strict")))
-    guest_kernel: str = attrs.field(default="6.7", validator=_check, metadata=_option(
-        "--guest-kernel", "guest kernel behaviour: 6.7 (the seed) or 6.12 (the reference boot; any kernel "
-        "from 6.8)", group="guest", choices=("6.7", "6.12")))
+    #: a Linux version (``guest_kernel_behaviour``): 6.8 and later behave as 6.12, 5.14 .. 6.7 as 6.7
+    guest_kernel: str = attrs.field(default="6.7", validator=_check_guest_kernel, metadata=_option(
+        "--guest-kernel", "guest Linux version: 6.8 or later (6.8, 6.9, ..., 6.12, 7.0) behaves as 6.12 (the "
+        "reference boot: MAPs batched, lazy domains get a flush queue), 5.14 to 6.7 as 6.7 (the seed: each MAP "
+        "on its own, lazy falls back to strict)", group="guest", metavar="VERSION"))
     #: guest kernel command line ``initcall_blacklist=``: built-in driver initcalls that do not run
     initcall_blacklist: tuple[str, ...] = attrs.field(default=(), converter=_names, validator=_check, metadata=_option(
         "--initcall-blacklist", "kernel command line initcall_blacklist=, e.g. agp_intel_init",

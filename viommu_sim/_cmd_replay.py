@@ -14,6 +14,10 @@ to a temporary file during the first pass.  Only a regular file (or ``-``) is re
 a device is refused before it is opened for reading, as it could block or never end.  The
 simulation task's outcome is checked: a failure inside it (a failed write of the output or of
 the trace included) is an error, never a silent exit 0.
+
+Each request's line echoes its fields as the input wrote them: a field given in hexadecimal
+(``"virt_start": "0x1000"`` in JSON Lines, ``virt_start=0x1000`` in a QEMU log) prints as that
+string, ``"0x1000"``; a decimal one (or an absent one, 0) prints as a JSON number, as before.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import argparse
 import errno
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import trio
 
@@ -88,6 +93,45 @@ def _checked_input(name: str) -> IO[bytes]:
     return copy
 
 
+#: the request fields each output line echoes, in order
+ECHOED = ("domain", "endpoint", "virt_start", "virt_end", "phys_start", "flags")
+_HEX = re.compile(r"^0[xX][0-9a-fA-F_]+$")
+_TRACE_ARG = re.compile(r"(\w+)=(\S*)")
+_BOM = b"\xef\xbb\xbf"
+
+
+class _LineTap:
+    """The input as ``requests`` reads it (line by line), keeping the last line read: the line of
+    the request it has just yielded."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.line = b""
+        self.lineno = 0
+
+    def readline(self, size: int = -1) -> bytes:
+        self.line = self._f.readline(size)
+        if self.line:
+            self.lineno += 1
+        return self.line
+
+
+def hex_fields(raw: bytes) -> dict[str, str]:
+    """The request fields a (checked) input line gives in hexadecimal, as it spells them."""
+    text = raw.removeprefix(_BOM).decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            given = json.loads(text)
+        except (ValueError, RecursionError):
+            return {}
+        if not isinstance(given, dict):
+            return {}
+        values = {k: v.strip() for k, v in given.items() if isinstance(v, str)}
+    else:
+        values = dict(_TRACE_ARG.findall(text.partition(" ")[2]))
+    return {name: values[name] for name in ECHOED if name in values and _HEX.match(values[name])}
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     source = _checked_input(args.file)
@@ -102,13 +146,14 @@ def run(args: argparse.Namespace) -> int:
             async def replay() -> None:
                 driver = await raw_viommu_platform(machine)
                 probe_size = await driver.config(32, 4)
-                for req in requests(source):
+                tap = _LineTap(source)
+                for req in requests(cast(IO[bytes], tap)):
                     if trace.failed:
                         return  # the trace cannot be written: stop, ``trace.close`` reports it
                     done = await driver.submit(encode_request(req), writable_size(req, probe_size))
+                    as_read = hex_fields(tap.line) if tap.lineno == req.line else {}
                     write_output(json.dumps({
-                        "op": req.op, "domain": req.domain, "endpoint": req.endpoint, "virt_start": req.virt_start,
-                        "virt_end": req.virt_end, "phys_start": req.phys_start, "flags": req.flags,
+                        "op": req.op, **{name: as_read.get(name, getattr(req, name)) for name in ECHOED},
                         "status": done.status_name, "status_code": done.status,
                     }) + "\n")
 

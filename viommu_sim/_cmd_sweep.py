@@ -1,10 +1,18 @@
 """``viommu-sim sweep``: run the workload over a policy x guest kernel x iodepth x seed matrix.
 
-Writes ``results.csv``, ``chart.png`` and a resumable journal into ``--out`` (see ``_sweep``);
-points run on a local process pool (``--workers``, at most ``MAX_WORKERS``), or on a Dask cluster
-with ``--scheduler`` (an address ``PROTOCOL://HOST:PORT``, checked before anything runs; the
-connection attempt gives up after ``CONNECT_TIMEOUT_S``).  Progress goes to stderr, the written
-files to stdout.  Every bad flag or matrix value is one line and exit 2 before any point runs.
+Writes ``results.csv``, ``summary.csv``, ``chart.png`` and a resumable journal into ``--out`` (see
+``_sweep``); points run on a local process pool (``--workers``, at most ``MAX_WORKERS``), or on a
+Dask cluster with ``--scheduler`` (an address ``PROTOCOL://HOST:PORT``, checked before anything
+runs; the connection attempt gives up after ``CONNECT_TIMEOUT_S``).  Progress goes to stderr, the
+written files to stdout.  Every bad flag or matrix value is one line and exit 2 before any point runs.
+
+The default matrix answers the question a sweep is for: lazy against strict on guest 6.12 (where
+lazy has its flush queue; on 6.7 lazy falls back to strict and the two would be one line), at
+iodepths 1 to 64, over three seeds so that each point has a confidence interval.
+
+SIGTERM and SIGHUP stop a sweep as Ctrl-C does: the worker processes are stopped, the journal
+keeps every finished point (a rerun resumes), the CSVs and chart are written for them, and the
+exit status is 130.
 """
 
 from __future__ import annotations
@@ -13,13 +21,16 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from ._job import RW_MODES
 from ._sweep import Matrix, Point, SweepError, SweepFailed, load_matrix, run_sweep
+from ._sweep_signals import SweepInterrupted, stop_on_signals
 
 #: the axes when neither a flag nor --matrix gives them
-DEFAULT_AXES: dict[str, list[Any]] = {"policy": ["lazy", "strict"], "guest_kernel": ["6.7"],
-                                      "iodepth": [1, 4, 16, 64], "seed": [0]}
+DEFAULT_AXES: dict[str, list[Any]] = {"policy": ["lazy", "strict"], "guest_kernel": ["6.12"],
+                                      "iodepth": [1, 4, 16, 64], "seed": [0, 1, 2]}
 
 
 #: the most local worker processes: four per CPU (more only add memory and start-up time)
@@ -78,24 +89,38 @@ def _seed(text: str) -> int:
     return value
 
 
+_DESCRIPTION = """\
+Run the fio-like workload over a matrix of IOMMU policy x guest kernel x iodepth x seed and
+write, into --out: results.csv (one row per run), summary.csv (per policy, kernel and iodepth:
+mean, standard deviation and 95 % confidence interval over the seeds of bandwidth, IOPS and mean
+and p99 latency), chart.png (bandwidth and latency against iodepth, with the intervals as error
+bars) and points.jsonl (the journal: rerun the same command to resume an interrupted sweep).
+A lazy policy on a guest kernel without deferred flush (6.7 and earlier) falls back to strict;
+the CSVs (effective_policy, fallback) and the chart's legend say so."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("sweep", help="run the workload over a policy x kernel x iodepth x seed matrix")
+    p = sub.add_parser("sweep", help="run the workload over a policy x kernel x iodepth x seed matrix",
+                       description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output directory: results.csv, chart.png, points.jsonl (rerun to resume)")
+                   help="output directory: results.csv, summary.csv, chart.png, points.jsonl (rerun to resume)")
     p.add_argument("--matrix", metavar="FILE.toml",
                    help="matrix file: [axes] policy/guest_kernel/iodepth/seeds, fixed [machine], [job], [cost]")
     a = p.add_argument_group("axes (a flag replaces the --matrix file's axis)")
-    a.add_argument("--policy", type=_list(str), metavar="P[,P]", help="iommu policies (default lazy,strict)")
-    a.add_argument("--guest-kernel", type=_list(str), metavar="V[,V]", help="guest kernels (default 6.7)")
+    a.add_argument("--policy", type=_list(str), metavar="P[,P]", help="IOMMU policies (default lazy,strict)")
+    a.add_argument("--guest-kernel", type=_list(str), metavar="V[,V]",
+                   help="guest Linux versions: 6.8 or later behaves as 6.12, 5.14 to 6.7 as 6.7 (default 6.12; "
+                   "6.7,6.12 shows both side by side)")
     a.add_argument("--iodepth", type=_list(_positive), metavar="N[,N]", help="fio iodepths (default 1,4,16,64)")
     seeds = a.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=_positive, metavar="N", help="N seeds: 0 .. N-1 (default 1)")
+    seeds.add_argument("--seeds", type=_positive, metavar="N",
+                       help="N seeds: 0 .. N-1, each a run's one simulation seed (default 3)")
     seeds.add_argument("--seed-list", type=_list(_seed), metavar="S[,S]", help="these seeds")
     j = p.add_argument_group("job (a flag replaces the --matrix file's [job] value)")
-    j.add_argument("--ios", type=_positive, metavar="N", help="I/Os per point")
-    j.add_argument("--rw", metavar="read|write|randread|randwrite", help="fio rw pattern")
-    j.add_argument("--bs", metavar="SIZE", help="block size, e.g. 4k")
-    j.add_argument("--numjobs", type=_positive, metavar="N", help="fio numjobs")
+    j.add_argument("--ios", type=_positive, metavar="N", help="I/Os per run (default 1000)")
+    j.add_argument("--rw", metavar="MODE", help=f"fio rw pattern: {'|'.join(RW_MODES)} (default randread)")
+    j.add_argument("--bs", metavar="SIZE", help="block size, fio's syntax: 4096, 4k, 64K, 1M (default 4k)")
+    j.add_argument("--numjobs", type=_positive, metavar="N", help="fio numjobs (default 1)")
     r = p.add_argument_group("execution")
     r.add_argument("--workers", type=_workers, metavar="N",
                    help=f"local worker processes (default: CPU count, here {os.cpu_count()}; at most {MAX_WORKERS}); "
@@ -151,14 +176,20 @@ def run(args: argparse.Namespace) -> int:
         matrix = build_matrix(args)
         progress, close = _reporter()
         try:
-            result = run_sweep(matrix, args.out, workers=args.workers, scheduler=args.scheduler, progress=progress,
-                               connect_timeout=CONNECT_TIMEOUT_S)
+            with stop_on_signals():
+                result = run_sweep(matrix, args.out, workers=args.workers, scheduler=args.scheduler,
+                                   progress=progress, connect_timeout=CONNECT_TIMEOUT_S)
         finally:
             close()
     except SweepError as exc:
         print(f"viommu-sim sweep: error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, SweepFailed) else 2
+    except SweepInterrupted as stop:
+        print(f"viommu-sim sweep: interrupted by {stop.how}: {stop.done} of {stop.total} points done; "
+              "rerun to resume", file=sys.stderr)
+        return 130
     print(result.csv)
+    print(result.summary)
     if result.chart:
         print(result.chart)
     else:

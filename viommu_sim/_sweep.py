@@ -9,24 +9,31 @@ on a Dask distributed cluster and writes, into one output directory:
 * ``matrix.json``  -- the matrix (a rerun of a different matrix into the directory is refused);
 * ``points.jsonl`` -- the journal: one JSON line per finished point, appended and fsync'ed as each
   point finishes, so an interrupted sweep resumes where it stopped;
-* ``results.csv``  -- one row per point (the axes, then the summary's metrics flattened), rows in
-  point order, so a local and a Dask run of one matrix give byte-identical files;
-* ``chart.png``    -- bandwidth against iodepth, one line per policy x kernel, mean over seeds.
+* ``results.csv``  -- one row per run (the axes, the effective policy, the run's metrics, the
+  machine and job options it used), rows in point order, so a local and a Dask run of one matrix
+  give byte-identical files (``_sweep_report``);
+* ``summary.csv``  -- one row per policy x kernel x iodepth: mean, standard deviation and Student-t
+  95 % interval over the seeds of bandwidth, IOPS and mean and p99 latency (``_sweep_report``);
+* ``chart.png``    -- bandwidth and mean latency against iodepth with the intervals as error bars,
+  one line per policy x kernel (``_sweep_chart``).
+
+The matrix compares values, not spellings: the ``[machine]`` and ``[job]`` values are normalised
+when it is built (``bs = "64K"`` and ``"64k"`` are both 65536, ``memory = "64G"`` is 68719476736),
+so a rerun that spells a value differently resumes the same sweep.  The seed axis is the machine
+seed, the run's one seed (everything random in a run comes from it).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import hashlib
-import io
 import itertools
 import json
-import math
 import os
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -34,6 +41,9 @@ from models import ConfigError, CostModel, MachineConfig, machine_options
 
 from ._job import job_options
 from ._options import UsageError, load_toml
+from ._sweep_chart import render_chart
+from ._sweep_report import render_csv, render_summary
+from ._sweep_signals import SweepInterrupted, interruption, recording, worker_signals
 from ._workload import run_scenario
 
 Summary = dict[str, Any]
@@ -48,6 +58,7 @@ _AXIS_FLAG = {"policy": "--policy", "guest_kernel": "--guest-kernel", "iodepth":
 MATRIX_FILE = "matrix.json"
 JOURNAL_FILE = "points.jsonl"
 CSV_FILE = "results.csv"
+SUMMARY_FILE = "summary.csv"
 CHART_FILE = "chart.png"
 #: the most values one axis may take, and the most points a matrix may have
 MAX_AXIS_VALUES = 4096
@@ -190,21 +201,25 @@ class Matrix:
             raise SweepError("[job]: iodepth is a sweep axis; set it in [axes]")
         for depth in self.iodepth:
             try:
-                job_options({**self.job, "iodepth": depth})
+                checked = job_options({**self.job, "iodepth": depth})
             except ConfigError as exc:
                 raise SweepError(str(exc)) from None
+        # the values as the job reads them (bs "64K" -> 65536), so that spellings compare equal
+        object.__setattr__(self, "job", {k: _plain(getattr(checked, k, v), v) for k, v in self.job.items()})
         try:
             cost = CostModel().evolve(**self.cost)
         except (ValueError, TypeError) as exc:
             raise SweepError(f"[cost]: {exc}") from None
         for policy, kernel in itertools.product(self.policy, self.guest_kernel):
             try:
-                MachineConfig(**self.machine, iommu_policy=policy, guest_kernel=kernel, cost=cost)
+                config = MachineConfig(**self.machine, iommu_policy=policy, guest_kernel=kernel, cost=cost)
             except ConfigError as exc:
                 flag = {"--iommu-policy": "--policy"}.get(exc.option, exc.option)
                 raise SweepError(f"{flag}: {str(exc).split(': ', 1)[1]}") from None
             except TypeError as exc:
                 raise SweepError(f"[machine]: {exc}") from None
+        # the values as the machine reads them (memory "64G" -> 68719476736)
+        object.__setattr__(self, "machine", {k: _plain(getattr(config, k), v) for k, v in self.machine.items()})
 
     def to_json(self) -> dict[str, Any]:
         """The canonical form stored in ``matrix.json`` (and compared on a rerun)."""
@@ -220,6 +235,27 @@ class Matrix:
         machine = {**self.machine, "iommu_policy": point.policy, "guest_kernel": point.guest_kernel,
                    "seed": point.seed}
         return machine, {**self.job, "iodepth": point.iodepth}, (dict(self.cost) or None)
+
+
+def _plain(value: Any, given: Any) -> Any:
+    """A checked option value as JSON holds it (a tuple as a list); ``given`` if JSON has no such value."""
+    if isinstance(value, tuple):
+        value = list(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return value
+    return given
+
+
+def _normalised(doc: Any) -> Any:
+    """A stored ``matrix.json`` as this version builds it (values normalised), or as it is if it
+    is no matrix this version can build."""
+    try:
+        return Matrix(**{name: doc["axes"][name] for name in AXES}, machine=doc.get("machine"),
+                      job=doc.get("job"), cost=doc.get("cost")).to_json()
+    except (SweepError, TypeError, KeyError, AttributeError):
+        return doc
 
 
 def load_matrix(path: str | os.PathLike[str], **axes: Sequence[Any] | None) -> Matrix:
@@ -265,10 +301,13 @@ def points(matrix: Matrix) -> list[Point]:
 
 @attrs.frozen(kw_only=True)
 class SweepResult:
+    """What ``run_sweep`` did: points in all, run now, found done; the files it wrote."""
+
     total: int
     ran: int
     skipped: int
     csv: Path
+    summary: Path
     chart: Path | None
 
 
@@ -325,7 +364,7 @@ def _claim(out: Path, matrix: Matrix) -> None:
             have = json.loads(path.read_text())
         except (ValueError, OSError):
             have = {}
-        if have != want:
+        if have != want and _normalised(have) != want:
             raise SweepError(f"{out} holds a sweep of a different matrix ({_diff(have, want)} differs); "
                              "use another --out directory")
         return
@@ -356,85 +395,6 @@ def _load_journal(out: Path, by_key: Mapping[str, Point]) -> dict[str, Summary]:
     return done
 
 
-def _flatten(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for name, value in summary.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{name}."))
-        else:
-            flat[f"{prefix}{name}"] = value
-    return flat
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return repr(value) if isinstance(value, float) else str(value)
-    return json.dumps(value, separators=(",", ":"))
-
-
-#: summary keys that echo the inputs (already in matrix.json), not metrics: kept in the journal, not the CSV
-_ECHOED = ("machine", "job", "cost")
-
-
-def render_csv(pts: Sequence[Point], done: Mapping[str, Summary]) -> str:
-    """``results.csv``: the axes, then every flattened metric (columns in first-seen order), one row
-    per finished point in point order."""
-    rows = [(p, _flatten({k: v for k, v in done[p.key].items() if k not in _ECHOED})) for p in pts if p.key in done]
-    columns: dict[str, None] = {}
-    for _, flat in rows:
-        columns.update(dict.fromkeys(c for c in flat if c not in AXES))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*AXES, *columns])
-    for p, flat in rows:
-        w.writerow([*(_cell(v) for v in p.axes().values()), *(_cell(flat.get(c)) for c in columns)])
-    return buf.getvalue()
-
-
-def render_chart(matrix: Matrix, pts: Sequence[Point], done: Mapping[str, Summary], path: Path) -> bool:
-    """``chart.png``: mean bandwidth over seeds against iodepth, one line per policy x kernel.
-    False (no chart) when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    try:
-        for (i, policy), (j, kernel) in itertools.product(enumerate(matrix.policy), enumerate(matrix.guest_kernel)):
-            xs, ys = [], []
-            for depth in matrix.iodepth:
-                bw = [done[p.key]["bandwidth_mib_s"] for p in pts
-                      if (p.policy, p.guest_kernel, p.iodepth) == (policy, kernel, depth) and p.key in done
-                      and isinstance(done[p.key].get("bandwidth_mib_s"), (int, float))]
-                if bw:
-                    xs.append(depth)
-                    ys.append(math.fsum(bw) / len(bw))
-            ax.plot(xs, ys, marker="o", color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[j % 4],
-                    label=f"{policy}, guest {kernel}")
-        if len(matrix.iodepth) > 1:
-            ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(matrix.iodepth), [str(d) for d in sorted(matrix.iodepth)])
-        ax.set_xlabel("iodepth")
-        ax.set_ylabel("bandwidth (MiB/s)")
-        ax.set_title(f"bandwidth vs iodepth, mean of {len(matrix.seed)} seed(s)")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", metadata={"Software": None})
-    finally:
-        plt.close(fig)
-    _write_atomic(path, buf.getvalue())
-    return True
-
-
 def _run_local(runner: Runner, matrix: Matrix, todo: list[Point], workers: int,
                timeout: float | None) -> Iterable[tuple[Point, Summary]]:
     if workers <= 1:  # in this process, one after another
@@ -445,7 +405,7 @@ def _run_local(runner: Runner, matrix: Matrix, todo: list[Point], workers: int,
                 raise _PointFailed(p, exc) from exc
             yield p, summary
         return
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, initializer=worker_signals)
     finished = False
     try:
         futures = {pool.submit(run_point, runner, *matrix.scenario(p)): p for p in todo}
@@ -508,6 +468,8 @@ def run_sweep(matrix: Matrix, out_dir: str | os.PathLike[str], *, runner: Runner
     that cluster instead (``connect_timeout`` seconds to connect).  ``timeout`` (seconds) bounds the
     whole run.  A point that raises stops
     the sweep with a ``SweepError`` naming it; the points finished so far stay in the journal.
+    Ctrl-C (and SIGTERM or SIGHUP under ``stop_on_signals``) while points run raises
+    ``SweepInterrupted`` (a KeyboardInterrupt) with the count of points in the journal.
     """
     out = Path(out_dir)
     _claim(out, matrix)
@@ -527,12 +489,15 @@ def run_sweep(matrix: Matrix, out_dir: str | os.PathLike[str], *, runner: Runner
         with open(out / JOURNAL_FILE, "ab") as journal:
             for point, summary in results:
                 line = json.dumps({"key": point.key, **point.axes(), "summary": summary}) + "\n"
-                journal.write(line.encode())
-                journal.flush()
-                os.fsync(journal.fileno())
-                done[point.key] = summary
+                with recording():  # a stop signal waits until the point is in the journal and counted
+                    journal.write(line.encode())
+                    journal.flush()
+                    os.fsync(journal.fileno())
+                    done[point.key] = summary
                 if progress:
                     progress(len(done), len(pts), point)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP under stop_on_signals
+        raise SweepInterrupted(interruption(exc), len(done), len(pts)) from None
     except (TimeoutError, concurrent.futures.TimeoutError):
         raise SweepFailed(f"timed out after {timeout} s with {len(done)} of {len(pts)} points done; "
                          "rerun to resume") from None
@@ -544,9 +509,13 @@ def run_sweep(matrix: Matrix, out_dir: str | os.PathLike[str], *, runner: Runner
         raise SweepFailed(f"point {failed.point.key} failed: {type(failed.exc).__name__}: {msg} "
                          f"({len(done)} of {len(pts)} points done; rerun to resume)") from failed.exc
     finally:
-        _write_or_fail(out / CSV_FILE, render_csv(pts, done).encode())
-    try:
-        chart = out / CHART_FILE if render_chart(matrix, pts, done, out / CHART_FILE) else None
-    except OSError as exc:
-        raise SweepFailed(f"--out: cannot write {out / CHART_FILE}: {exc.strerror}") from None
-    return SweepResult(total=len(pts), ran=len(todo), skipped=skipped, csv=out / CSV_FILE, chart=chart)
+        close = getattr(results, "close", None)
+        if close is not None:  # an interruption between two points: stop the workers now, not at exit
+            close()
+        _write_or_fail(out / CSV_FILE, render_csv(matrix, pts, done, AXES).encode())
+        _write_or_fail(out / SUMMARY_FILE, render_summary(matrix, pts, done).encode())
+    png = render_chart(matrix, pts, done)
+    if png is not None:
+        _write_or_fail(out / CHART_FILE, png)
+    return SweepResult(total=len(pts), ran=len(todo), skipped=skipped, csv=out / CSV_FILE,
+                       summary=out / SUMMARY_FILE, chart=out / CHART_FILE if png is not None else None)

@@ -20,10 +20,13 @@ from . import __version__, _cmd_boot, _cmd_check_policy, _cmd_demo, _cmd_lspci, 
 from ._options import Parser, UsageError
 
 _COMMANDS = (_cmd_demo, _cmd_lspci, _cmd_replay, _cmd_boot, _cmd_run, _cmd_sweep, _cmd_check_policy)
+#: what ``viommu-sim --help`` says the program is (user text, not this module's docstring)
+DESCRIPTION = ("A deterministic simulator of a VM's virtio-iommu path (QEMU q35, Linux guest, VFIO-assigned NVMe): "
+               "boot the guest, run fio-like workloads, replay request logs, sweep policies.")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="viommu-sim", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = Parser(prog="viommu-sim", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"viommu-sim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in _COMMANDS:
