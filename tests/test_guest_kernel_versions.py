@@ -56,3 +56,13 @@ def test_the_help_says_which_versions_behave_as_which() -> None:
     spec.check("6.9")
     with pytest.raises(ConfigError):
         spec.check("6.x")
+
+
+def test_run_echoes_the_given_version_and_its_behaviour(capsys: pytest.CaptureFixture[str]) -> None:
+    """run's summary names the version given and, when it is not 6.7 or 6.12, the behaviour it gets."""
+    from viommu_sim.cli import main
+
+    assert main(["run", "--guest-kernel", "6.9", "--ios", "4"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(", virtio-iommu, Linux 6.9 (behaves as 6.12: 6.8+) lazy, per-CPU flush queues, "
+                          "map batching on")

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import attrs
 
-from models import ConfigError, CostModel, machine_options
+from models import ConfigError, CostModel, describe_guest_kernel, machine_options
 from models.guest import dma_domain_policy, virtio_iommu_map_batching
 
 from ._fio_jobfile import load_jobfile
@@ -181,7 +181,7 @@ def _summary(r: dict[str, Any]) -> str:
         else:
             kind = "strict" if m["iommu_policy"] == "strict" else "lazy falls back to strict (no deferred flush)"
         batching = "on" if virtio_iommu_map_batching(m["guest_kernel"], m["map_batching"]) else "off"
-        iommu = f"virtio-iommu, Linux {m['guest_kernel']} {kind}, map batching {batching}"
+        iommu = f"virtio-iommu, Linux {describe_guest_kernel(m['guest_kernel'])} {kind}, map batching {batching}"
     reqs = " ".join(f"{k}={v}" for k, v in r["requests"].items() if v)
     return "\n".join([
         f"{j['rw']}: bs={j['bs']} iodepth={j['iodepth']} numjobs={j['numjobs']}"
