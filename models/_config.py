@@ -197,6 +197,13 @@ def _check_guest_kernel(_inst: object, _attribute: attrs.Attribute[Any], value: 
     guest_kernel_behaviour(value)
 
 
+def _check_map_batching(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    """``map_batching``: on, off, auto, or a reference to a MAP-submission policy class (``_policy_ref``)."""
+    from ._policy_ref import check_map_policy  # not at import time: _policy_ref imports ConfigError from here
+
+    check_map_policy(value)
+
+
 def _check_iommu_policy(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     """``iommu_policy``: lazy, strict, or a reference to a policy class that loads (``_policy_ref``)."""
     from ._policy_ref import check_iommu_policy  # not at import time: _policy_ref imports ConfigError from here
@@ -249,9 +256,11 @@ class MachineConfig:
         "--flush-queue", "lazy domains' flush queue", group="policy", choices=("percpu", "single", "auto"),
         default_note="as the guest kernel; an explicit choice gives virtio-iommu flush_iotlb_all on any kernel"))
     #: virtio-iommu MAPs: "on" queues them and syncs once per map operation (``iotlb_sync_map``, 6.8+),
-    #: "off" sends each MAP synchronously (6.7); "auto" follows ``guest_kernel``
-    map_batching: str = attrs.field(default="auto", validator=_check, metadata=_option(
-        "--map-batching", "queue MAPs and sync once per map operation", group="policy",
+    #: "off" sends each MAP synchronously (6.7); "auto" follows ``guest_kernel``; or a reference to a
+    #: MAP-submission policy class (``models.guest.MapSubmissionPolicy``)
+    map_batching: str = attrs.field(default="auto", validator=_check_map_batching, metadata=_option(
+        "--map-batching", "queue MAPs and sync once per map operation, or a MAP-submission policy class: "
+        "PATH.py:Class or package.module:Class", group="policy",
         choices=("on", "off", "auto"), default_note="as the guest kernel: 6.7 off, 6.12 on"))
     #: every timing parameter (see models/_cost.py); spelt as the TOML ``[cost]`` table
     cost: CostModel = attrs.field(factory=CostModel)

@@ -1,4 +1,8 @@
-"""Loading an invalidation policy named by reference: ``./file.py:Class`` or ``package.module:Class``.
+"""Loading a guest policy named by reference: ``./file.py:Class`` or ``package.module:Class``.
+
+Two kinds: an invalidation policy (``MachineConfig.iommu_policy``, below) and a MAP-submission
+policy (``MachineConfig.map_batching``: a class with ``api_version``, a bool ``sync_map`` and the
+methods ``map_range`` and ``map_operation_done``; ``check_map_policy``).
 
 ``MachineConfig.iommu_policy`` is ``"lazy"``, ``"strict"`` or such a reference; the config keeps
 the string (so it stays frozen and hashable) and its validator calls ``load_policy_class`` at
@@ -44,8 +48,8 @@ def is_policy_reference(value: object) -> bool:
     return isinstance(value, str) and ":" in value
 
 
-def _fail(ref: str, problem: str) -> ConfigError:
-    return ConfigError(_OPTION, f"policy {ref!r}: {problem}")
+def _fail(ref: str, problem: str, option: str = _OPTION) -> ConfigError:
+    return ConfigError(option, f"policy {ref!r}: {problem}")
 
 
 def _load_file(ref: str, path: str) -> Any:
@@ -128,3 +132,50 @@ def check_iommu_policy(value: object) -> None:
         load_policy_class(value)
     elif value not in BUILTIN_POLICIES:  # the message of every option with choices (a reference has a colon)
         raise ConfigError(_OPTION, f"invalid value {value!r} (choose from {', '.join(BUILTIN_POLICIES)})")
+
+
+#: the names ``map_batching`` takes besides a reference
+BUILTIN_MAP_POLICIES = ("on", "off", "auto")
+_MAP_OPTION = "--map-batching"
+_MAP_METHODS = ("map_range", "map_operation_done")
+_map_cache: dict[str, type[Any]] = {}
+
+
+def load_map_policy_class(ref: str) -> type[Any]:
+    """The MAP-submission policy class ``ref`` names; every problem is one ``ConfigError`` naming
+    ``--map-batching`` (missing file/module/class, syntax error, shape, API version)."""
+    cached = _map_cache.get(ref)
+    if cached is not None:
+        return cached
+    m = _REF_RE.match(ref)
+    if m is None:
+        raise _fail(ref, "expected PATH.py:Class or package.module:Class", _MAP_OPTION)
+    where, cls_name = m.group("module"), m.group("cls")
+    try:
+        module = _load_file(ref, where) if where.endswith(".py") or os.sep in where else _load_module(ref, where)
+    except ConfigError as exc:  # the loaders name --iommu-policy: say --map-batching
+        raise ConfigError(_MAP_OPTION, str(exc).split(": ", 1)[1]) from None
+    cls = getattr(module, cls_name, None)
+    if not isinstance(cls, type):
+        raise _fail(ref, f"no class {cls_name!r} in {where}", _MAP_OPTION)
+    missing = [name for name in _MAP_METHODS if not callable(getattr(cls, name, None))]
+    if missing:
+        raise _fail(ref, f"{cls_name} does not implement the MAP-submission protocol (no {', '.join(missing)})",
+                    _MAP_OPTION)
+    version = getattr(cls, "api_version", None)
+    if version != POLICY_API_VERSION:
+        raise _fail(ref, f"{cls_name} is written for policy API version {version!r}, this simulator implements "
+                         f"version {POLICY_API_VERSION}", _MAP_OPTION)
+    if not isinstance(getattr(cls, "sync_map", None), bool):
+        raise _fail(ref, f"{cls_name}.sync_map must be True or False", _MAP_OPTION)
+    _map_cache[ref] = cls
+    return cls
+
+
+def check_map_policy(value: object) -> None:
+    """``MachineConfig.map_batching``'s check: a built-in name, or a reference that loads."""
+    if is_policy_reference(value):
+        assert isinstance(value, str)
+        load_map_policy_class(value)
+    elif value not in BUILTIN_MAP_POLICIES:
+        raise ConfigError(_MAP_OPTION, f"invalid value {value!r} (choose from {', '.join(BUILTIN_MAP_POLICIES)})")

@@ -180,7 +180,10 @@ def _summary(r: dict[str, Any]) -> str:
             kind = f"policy {policy.ref} ({policy.type} domain)"
         else:
             kind = "strict" if m["iommu_policy"] == "strict" else "lazy falls back to strict (no deferred flush)"
-        batching = "on" if virtio_iommu_map_batching(m["guest_kernel"], m["map_batching"]) else "off"
+        if ":" in m["map_batching"]:
+            batching = f"by policy {m['map_batching']}"
+        else:
+            batching = "on" if virtio_iommu_map_batching(m["guest_kernel"], m["map_batching"]) else "off"
         iommu = f"virtio-iommu, Linux {describe_guest_kernel(m['guest_kernel'])} {kind}, map batching {batching}"
     reqs = " ".join(f"{k}={v}" for k, v in r["requests"].items() if v)
     return "\n".join([

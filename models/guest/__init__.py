@@ -30,6 +30,13 @@ from ._lspci import PciIds as PciIds, lspci as lspci
 from ._mm import OutOfMemory as OutOfMemory, PageAllocator as PageAllocator
 from ._nvme_pci import NvmeDriver as NvmeDriver
 from ._pci_scan import PciDeviceInfo as PciDeviceInfo, enumerate_bus as enumerate_bus
+from ._map_policy import (
+    MAP_QUEUE as MAP_QUEUE,
+    MAP_SEND_SYNC as MAP_SEND_SYNC,
+    BatchPerOperation as BatchPerOperation,
+    MapSubmissionPolicy as MapSubmissionPolicy,
+    SyncPerRange as SyncPerRange,
+)
 from ._policy_api import (
     POLICY_API_VERSION as POLICY_API_VERSION,
     Action as Action,
@@ -61,6 +68,8 @@ __all__ = sorted(
         # the invalidation-policy API (_policy_api)
         "Action", "ArmTimer", "FlushIotlbAll", "FreeIova", "InvalidationCounters", "InvalidationPolicy",
         "InvalidationStats", "IotlbSync", "POLICY_API_VERSION", "PolicyContext",
+        # the MAP-submission policy API (_map_policy)
+        "BatchPerOperation", "MAP_QUEUE", "MAP_SEND_SYNC", "MapSubmissionPolicy", "SyncPerRange",
     ]
 )
 

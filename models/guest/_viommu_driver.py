@@ -80,7 +80,9 @@ from .._viommu_wire import (
     UnmapReq,
 )
 from ._device import GuestDevice
-from ._flush_queue import virtio_iommu_deferred_flush, virtio_iommu_map_batching
+from ._flush_queue import virtio_iommu_deferred_flush
+from ._map_policy import MAP_SEND_SYNC, MapSubmissionPolicy, make_map_policy
+from ._policy_api import PolicyContext
 from ._iommu_core import (
     IOMMU_MMIO,
     IOMMU_READ,
@@ -215,8 +217,10 @@ class ViommuDriver:
         #: dev_printk prefix of the virtio device: ("virtio_iommu", "virtio0")
         self.name = (DRIVER_NAME, f"virtio{index}")
         config = kernel.config
-        #: 6.8+ ops (or MachineConfig's overrides): queued MAPs + iotlb_sync_map; flush_iotlb_all
-        self.map_batching = virtio_iommu_map_batching(config.guest_kernel, config.map_batching)
+        #: how MAPs are submitted (6.7: each synchronously; 6.8+: queued + iotlb_sync_map; or the user's)
+        self.map_policy: MapSubmissionPolicy = make_map_policy(
+            config.map_batching, PolicyContext(ncpus=kernel.ncpus, guest_kernel=config.guest_kernel, domain_type=""))
+        #: 6.8+ op (or MachineConfig's override): flush_iotlb_all
         self.deferred_flush = virtio_iommu_deferred_flush(config.guest_kernel, config.flush_queue)
         self.regs = PciVirtioRegs(kernel.machine.bus, info)
         self.vdev: VirtioModernDevice | None = None
@@ -272,7 +276,12 @@ class ViommuDriver:
     # -- the IOMMU ops that differ between 6.7 and 6.8+ (and with them IOMMU_CAP_DEFERRED_FLUSH) --
     @property
     def has_iotlb_sync_map(self) -> bool:
-        return self.map_batching
+        return self.map_policy.sync_map
+
+    @property
+    def map_batching(self) -> bool:
+        """Does this driver queue MAPs and sync per map operation (the 6.8+ ``iotlb_sync_map``)?"""
+        return self.map_policy.sync_map
 
     @property
     def has_flush_iotlb_all(self) -> bool:
@@ -607,7 +616,7 @@ class ViommuDriver:
         if domain.nr_endpoints:
             assert domain.id is not None
             req = MapReq(domain.id, iova, end, paddr, flags).pack()
-            if not self.map_batching:
+            if self.map_policy.map_range(cpu, iova, size) == MAP_SEND_SYNC:
                 ret, _ = await self.send_req_sync(cpu, req)
             else:
                 ret = await self.add_req(cpu, req)
@@ -642,7 +651,7 @@ class ViommuDriver:
         domain = to_viommu_domain(iommu_domain)
         if not self.has_iotlb_sync_map:
             raise RuntimeError(f"Linux {self.kernel.config.guest_kernel} virtio-iommu has no iotlb_sync_map")
-        if not domain.nr_endpoints:
+        if not domain.nr_endpoints or not self.map_policy.map_operation_done(cpu, iova, size):
             return 0
         return await self.sync_req(cpu)
 
