@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from models import ConfigError, guest_kernel_behaviour
 from testbench import check_policy
 
 from ._options import UsageError
@@ -41,8 +42,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     kernels = tuple(args.guest_kernel.split(",")) if args.guest_kernel else None
     for k in kernels or ():
-        if k not in ("6.7", "6.12"):
-            raise UsageError(f"--guest-kernel: invalid value {k!r} (choose from 6.7, 6.12)")
+        try:
+            guest_kernel_behaviour(k)  # any version run accepts: 5.14 .. 6.7 as 6.7, 6.8+ as 6.12
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
     for n in args.smp:
         if not 1 <= n <= 255:
             raise UsageError(f"--smp: invalid value {n!r} (an integer from 1 to 255)")
