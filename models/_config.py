@@ -204,6 +204,13 @@ def _check_map_batching(_inst: object, _attribute: attrs.Attribute[Any], value: 
     check_map_policy(value)
 
 
+def _check_request_order(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    """``request_order``: a built-in request-ordering policy or a reference to one (``_viommu_ordering``)."""
+    from ._viommu_ordering import check_request_order  # not at import time: it imports ConfigError from here
+
+    check_request_order(value)
+
+
 def _check_iommu_policy(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     """``iommu_policy``: lazy, strict, or a reference to a policy class that loads (``_policy_ref``)."""
     from ._policy_ref import check_iommu_policy  # not at import time: _policy_ref imports ConfigError from here
@@ -232,6 +239,13 @@ class MachineConfig:
         "--flavor", "virtio-iommu behaviour: QEMU's exactly (qemu), the virtio spec's MUSTs (spec), or a peer "
         "VMM's documented differences from QEMU (cloud-hypervisor, crosvm)",
         group="device", choices=("qemu", "spec", "cloud-hypervisor", "crosvm")))
+    #: the order and batching in which the device handles and completes a kick's requests: QEMU's
+    #: (fifo), or a request-ordering policy (models/_viommu_ordering.py) by name or reference
+    request_order: str = attrs.field(default="fifo", validator=_check_request_order, metadata=_option(
+        "--request-order", "order in which virtio-iommu handles and completes a kick's requests: QEMU's "
+        "ring order, one used entry and interrupt each (fifo), all used entries at the end (batch-complete), "
+        "in reverse at the end (reverse), or a policy class: PATH.py:Class or package.module:Class",
+        group="device", choices=("fifo", "batch-complete", "reverse")))
     iommu_policy: str = attrs.field(default="lazy", validator=_check_iommu_policy, metadata=_option(
         "--iommu-policy", "DMA domain TLB invalidation policy, kernel command line iommu.strict, or a policy "
         "class: PATH.py:Class or package.module:Class", group="guest", choices=("lazy", "strict")))

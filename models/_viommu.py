@@ -4,7 +4,8 @@ This module is the virtio side of the device: what the virtio-pci transport call
 (``VirtioBackend``: features, config space via ``virtio_iommu_get_config`` /
 ``virtio_iommu_set_config``, ``virtio_iommu_set_status``, the device and system
 resets), the request queue's kick handler ``virtio_iommu_handle_command`` (pop every
-chain, answer it, push the used entry, decide the interrupt) and the event queue
+chain, answer it, push the used entry, decide the interrupt; in the order and batches
+the request-ordering policy plans, models/_viommu_ordering.py) and the event queue
 that ``virtio_iommu_report_fault`` fills.  The decisions live in the two rooms it
 builds on: the state and translation (models/_viommu_state.py) and the request
 handlers in QEMU's check order, two flavours (models/_viommu_requests.py).
@@ -26,7 +27,8 @@ from ._iommu_notify import HostIommuDevice
 from ._viommu_requests import RequestFramingError, RequestOutcome, ViommuRequests, request_size
 from ._viommu_state import X86_RESERVED_REGIONS, ReservedRegion
 from ._viommu_wire import EVENTQ, F_BYPASS_CONFIG, HEAD_SIZE, REQUESTQ, VIRTIO_ID_IOMMU, FaultEvent, IommuConfig
-from ._virtqueue import DeviceQueue, VirtqueueError
+from ._viommu_ordering import PendingRequest, RequestOrderingPolicy, check_plan, make_ordering
+from ._virtqueue import Chain, DeviceQueue, VirtqueueError
 
 __all__ = ["EVENTQ", "QUEUE_SIZE", "REQUESTQ", "RequestFramingError", "RequestOutcome", "VirtioIommu"]
 
@@ -73,6 +75,9 @@ class VirtioIommu(ViommuRequests):
         #: QEMU's big lock: kicks from several vCPUs are handled one after the other
         self.bql = bql if bql is not None else Lock(f"{name}.bql")
         self._handler_busy_ps = 0
+        #: the order and batching in which a kick's requests are handled and completed (QEMU: fifo)
+        self.ordering: RequestOrderingPolicy = make_ordering(config.request_order)
+        self._ordering_name = config.request_order
         super().__init__(sim, config, endpoints=endpoints, vfio_endpoints=vfio_endpoints,
                          reserved_regions=reserved_regions, boot_bypass=boot_bypass, name=name)
 
@@ -171,11 +176,13 @@ class VirtioIommu(ViommuRequests):
 
     # -- the request queue (glue) ------------------------------------------------------
     async def _handle_command(self) -> None:
-        """virtio_iommu_handle_command: pop every available chain, answer each in ring order.
+        """virtio_iommu_handle_command: pop every available chain and answer each.
 
-        One used entry and one interrupt decision per request (virtqueue_push then
-        virtio_notify).  Each request reads its head, then its type's size
-        (``request_size``), and writes only its reply into the writable part.  A malformed chain breaks the device (virtio_error) and stops the loop.
+        QEMU answers in ring order, one used entry and one interrupt decision per request
+        (virtqueue_push then virtio_notify); ``MachineConfig.request_order`` may choose another
+        order and batching (models/_viommu_ordering.py).  Each request reads its head, then its
+        type's size (``request_size``), and writes only its reply into the writable part.  A
+        malformed ring or chain breaks the device (virtio_error) and stops the loop.
         """
         async with self.bql:
             start = self.sim.now
@@ -189,31 +196,59 @@ class VirtioIommu(ViommuRequests):
         return self._handler_busy_ps
 
     async def _drain_requests(self) -> None:
+        """Pop up to the ordering policy's ``lookahead`` chains (bounded by the queue's size), run its
+        plan over them, and again until no chain is available or the device is broken."""
         t = self.transport
         assert t is not None
         self._trace("virtio_iommu_handle_command", vq=REQUESTQ)
         queue = t.queue(REQUESTQ)
+        lookahead = self.ordering.lookahead
         while queue is not None and not t.broken:
-            try:
-                chain = queue.pop()
-            except VirtqueueError as e:
-                t.needs_reset(e.reason)
+            limit = queue.size if lookahead is None else min(lookahead, queue.size)
+            popped: list[tuple[Chain, bytes]] = []
+            while len(popped) < limit:
+                try:
+                    chain = queue.pop()
+                except VirtqueueError as e:  # a malformed ring breaks the device when it is met
+                    t.needs_reset(e.reason)
+                    return
+                if chain is None:
+                    break
+                # the head, then only the request's own size (virtio_iommu_iov_to_req), never the whole
+                # readable part: a chain costs what its request needs, whatever its descriptors claim
+                popped.append((chain, chain.read(request_size(chain.read(HEAD_SIZE)))))
+            if not popped or not await self._run_plan(queue, popped):
                 return
-            if chain is None:
-                return
-            # the head, then only the request's own size (virtio_iommu_iov_to_req), never the whole
-            # readable part: a chain costs what its request needs, whatever its descriptors claim
-            request = chain.read(request_size(chain.read(HEAD_SIZE)))
-            try:
-                outcome = self.process_request(request, chain.writable_len, chain.readable_len)
-            except RequestFramingError as e:
-                queue.detach(chain)
-                self._virtio_error(e.reason)
-                return
-            await Timer(self.cost.viommu_request_ps + outcome.host_ps)
-            chain.write(outcome.reply)
-            queue.push(chain, outcome.used_len)
-            t.notify_used(REQUESTQ)
+
+    async def _run_plan(self, queue: DeviceQueue, popped: list[tuple[Chain, bytes]]) -> bool:
+        """Handle and complete ``popped`` (chain, request bytes) as the ordering policy's plan says;
+        False if the device broke (nothing more is handled or published then)."""
+        t = self.transport
+        assert t is not None
+        pending = [PendingRequest(i, request[0] if len(request) >= HEAD_SIZE else None, chain.head)
+                   for i, (chain, request) in enumerate(popped)]
+        plan = self.ordering.plan(pending)
+        check_plan(plan, len(pending), f"--request-order {self._ordering_name}")
+        used_len: dict[int, int] = {}
+        for batch in plan:
+            for i in batch.process:
+                if t.broken:
+                    return False
+                chain, request = popped[i]
+                try:
+                    outcome = self.process_request(request, chain.writable_len, chain.readable_len)
+                except RequestFramingError as e:  # whatever the order: virtio_error, the chain dropped
+                    queue.detach(chain)
+                    self._virtio_error(e.reason)
+                    return False
+                await Timer(self.cost.viommu_request_ps + outcome.host_ps)
+                chain.write(outcome.reply)
+                used_len[i] = outcome.used_len
+            for i in batch.complete:
+                queue.push(popped[i][0], used_len[i])
+            if batch.notify:
+                t.notify_used(REQUESTQ)
+        return True
 
     def _virtio_error(self, reason: str) -> None:
         """virtio_error(): the device needs a reset (the transport traces it)."""
