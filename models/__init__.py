@@ -47,6 +47,13 @@ from ._seams import (
     MachineView as MachineView,
 )
 from ._viommu import VirtioIommu as VirtioIommu
+from ._viommu_ordering import (
+    ORDERING_API_VERSION as ORDERING_API_VERSION,
+    OrderingPlanError as OrderingPlanError,
+    PendingRequest as PendingRequest,
+    RequestBatch as RequestBatch,
+    RequestOrderingPolicy as RequestOrderingPolicy,
+)
 from ._viommu_state import ReservedRegion as ReservedRegion
 from ._virtio_pci import UsedIrqHook as UsedIrqHook, VirtioPciTransport as VirtioPciTransport
 from ._wire import U32 as U32, U64 as U64
@@ -56,7 +63,7 @@ __all__ = sorted(
         "ConfigError", "CostModel", "CpuBus", "DirectDmaPort", "DmaFault", "DmaPort", "ENOMEM", "GROUPS", "GuestMemory",
         "HostIommuDevice", "HostIommuDmaPort", "HostVfio", "InterruptRouting", "InterruptSink", "Machine",
         "MachineConfig", "MachineView", "MapFaultHook", "MemoryAccessError", "NvmeController", "NvmeIdentity",
-        "OptionSpec", "PM173X", "PciBus", "PciFunction", "QEMU_NVME", "ReservedRegion", "U32", "U64",
+        "ORDERING_API_VERSION", "OptionSpec", "OrderingPlanError", "PendingRequest", "PM173X", "PciBus", "PciFunction", "QEMU_NVME", "RequestBatch", "RequestOrderingPolicy", "ReservedRegion", "U32", "U64",
         "UsedIrqHook", "VfioContainer", "ViommuDmaPort", "VirtioIommu", "VirtioPciTransport", "build_machine",
         "describe_guest_kernel", "format_bdf", "guest_kernel_behaviour", "machine_config", "machine_options",
         "make_bdf", "parse_size", "realize_vfio",

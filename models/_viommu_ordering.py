@@ -12,7 +12,7 @@ run the same guest against such a device.
 A policy is a *decision object*, as the guest's invalidation policy is (models/guest/_policy_api.py):
 it never touches the machine.  The device (``VirtioIommu._drain_requests``) pops up to
 ``lookahead`` available chains (None: every one available, at most the queue's size), gives their
-``PendingRequest`` values to ``plan`` and carries out the ``Batch`` list it returns in order:
+``PendingRequest`` values to ``plan`` and carries out the ``RequestBatch`` list it returns in order:
 handle ``process`` (each request costs its time, writes its reply), publish the used entries of
 ``complete`` in that order, then decide the interrupt if ``notify``.  Then it pops again, until no
 chain is available.  A plan must handle every request once, publish every request once after it
@@ -43,8 +43,8 @@ from ._config import ConfigError
 from ._policy_ref import _REF_RE, _load_file, _load_module, is_policy_reference
 
 __all__ = [
-    "BUILTIN_ORDERINGS", "ORDERING_API_VERSION", "Batch", "BatchComplete", "Fifo", "OrderingPlanError",
-    "PendingRequest", "RequestOrderingPolicy", "ReverseComplete", "check_plan", "check_request_order",
+    "BUILTIN_ORDERINGS", "ORDERING_API_VERSION", "BatchComplete", "Fifo", "OrderingPlanError",
+    "PendingRequest", "RequestBatch", "RequestOrderingPolicy", "ReverseComplete", "check_plan", "check_request_order",
     "load_ordering_class", "make_ordering",
 ]
 
@@ -66,7 +66,7 @@ class PendingRequest:
 
 
 @attrs.frozen
-class Batch:
+class RequestBatch:
     """Handle ``process`` (indices, in this order), then publish the used entries of ``complete`` (any
     requests handled so far and not yet published, in this used-ring order), then, if ``notify``,
     decide the interrupt (``virtio_notify``: the driver's event suppression still applies)."""
@@ -92,7 +92,7 @@ class RequestOrderingPolicy(Protocol):
     def lookahead(self) -> int | None:
         """How many chains the device pops before it asks for a plan (None: all available)."""
 
-    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[Batch]: ...
+    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[RequestBatch]: ...
 
 
 # -- the built-ins -----------------------------------------------------------------------------
@@ -104,8 +104,8 @@ class Fifo:
     api_version = ORDERING_API_VERSION
     lookahead: int | None = 1
 
-    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[Batch]:
-        return [Batch((r.index,), (r.index,)) for r in requests]
+    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[RequestBatch]:
+        return [RequestBatch((r.index,), (r.index,)) for r in requests]
 
 
 class BatchComplete:
@@ -116,9 +116,9 @@ class BatchComplete:
     api_version = ORDERING_API_VERSION
     lookahead: int | None = None
 
-    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[Batch]:
+    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[RequestBatch]:
         order = tuple(r.index for r in requests)
-        return [Batch(order, order)]
+        return [RequestBatch(order, order)]
 
 
 class ReverseComplete:
@@ -129,23 +129,23 @@ class ReverseComplete:
     api_version = ORDERING_API_VERSION
     lookahead: int | None = None
 
-    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[Batch]:
+    def plan(self, requests: Sequence[PendingRequest]) -> Sequence[RequestBatch]:
         order = tuple(r.index for r in requests)
-        return [Batch(order, order[::-1])]
+        return [RequestBatch(order, order[::-1])]
 
 
 #: the names ``request_order`` takes besides a reference
 BUILTIN_ORDERINGS: dict[str, type[Any]] = {"fifo": Fifo, "batch-complete": BatchComplete, "reverse": ReverseComplete}
 
 
-def check_plan(plan: Sequence[Batch], count: int, who: str = "the ordering policy") -> None:
+def check_plan(plan: Sequence[RequestBatch], count: int, who: str = "the ordering policy") -> None:
     """Raise ``OrderingPlanError`` unless ``plan`` handles each of ``count`` requests once, publishes
     each once after it was handled, and notifies in its last batch."""
     handled: set[int] = set()
     published: set[int] = set()
     for n, batch in enumerate(plan):
-        if not isinstance(batch, Batch):
-            raise OrderingPlanError(f"{who}: plan item {n} is {batch!r}, not a Batch")
+        if not isinstance(batch, RequestBatch):
+            raise OrderingPlanError(f"{who}: plan item {n} is {batch!r}, not a RequestBatch")
         for i in batch.process:
             if not isinstance(i, int) or not 0 <= i < count or i in handled:
                 raise OrderingPlanError(f"{who}: batch {n} handles request {i!r} "

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# the protocol's module (not yet re-exported by ``models``)
-from models._viommu_ordering import ORDERING_API_VERSION, Batch, PendingRequest
+from models import ORDERING_API_VERSION, PendingRequest, RequestBatch
 
 
 class CompleteInPairs:
@@ -24,7 +23,7 @@ class CompleteInPairs:
     #: pop every available chain (at most the queue's size) before planning
     lookahead = None
 
-    def plan(self, requests: Sequence[PendingRequest]) -> list[Batch]:
+    def plan(self, requests: Sequence[PendingRequest]) -> list[RequestBatch]:
         order = [r.index for r in requests]
         pairs = [tuple(order[i : i + 2]) for i in range(0, len(order), 2)]
-        return [Batch(pair, pair) for pair in pairs]
+        return [RequestBatch(pair, pair) for pair in pairs]

@@ -8,7 +8,7 @@ import pytest
 
 from models import ConfigError, GuestMemory, MachineConfig
 from models._viommu import VirtioIommu
-from models._viommu_ordering import Batch, OrderingPlanError, PendingRequest, check_plan, make_ordering
+from models._viommu_ordering import RequestBatch, OrderingPlanError, PendingRequest, check_plan, make_ordering
 from models._viommu_wire import VIRTIO_RING_F_EVENT_IDX, AttachReq, MapReq, ProbeReq, ReqType, Status
 from models._virtio_pci import VirtioPciTransport
 from models._virtq_wire import CommonCfg, DeviceStatus
@@ -150,7 +150,7 @@ class _WindowOfTwo:
 
     def plan(self, requests):
         order = tuple(r.index for r in requests)
-        return [Batch(order, order)]
+        return [RequestBatch(order, order)]
 
 
 def test_a_lookahead_of_two_pops_plans_and_completes_two_chains_at_a_time():
@@ -166,19 +166,19 @@ def test_a_lookahead_of_two_pops_plans_and_completes_two_chains_at_a_time():
 
 def test_a_plan_that_skips_a_request_or_never_notifies_is_refused():
     with pytest.raises(OrderingPlanError, match=r"never publishes request\(s\) \[2\] of 3"):
-        check_plan([Batch((0, 1, 2), (0, 1))], 3)
+        check_plan([RequestBatch((0, 1, 2), (0, 1))], 3)
     with pytest.raises(OrderingPlanError, match="publishes request 1 .before it is handled"):
-        check_plan([Batch((0,), (0, 1)), Batch((1, 2), (2,))], 3)
+        check_plan([RequestBatch((0,), (0, 1)), RequestBatch((1, 2), (2,))], 3)
     with pytest.raises(OrderingPlanError, match="last batch does not notify"):
-        check_plan([Batch((0,), (0,), notify=False)], 1)
+        check_plan([RequestBatch((0,), (0,), notify=False)], 1)
 
 
 def test_builtins_plan_a_kick_of_three():
     reqs = [PendingRequest(0, int(ReqType.ATTACH), 5), PendingRequest(1, int(ReqType.MAP), 6),
             PendingRequest(2, int(ReqType.PROBE), 7)]
-    assert list(make_ordering("fifo").plan(reqs)) == [Batch((0,), (0,)), Batch((1,), (1,)), Batch((2,), (2,))]
-    assert list(make_ordering("batch-complete").plan(reqs)) == [Batch((0, 1, 2), (0, 1, 2))]
-    assert list(make_ordering("reverse").plan(reqs)) == [Batch((0, 1, 2), (2, 1, 0))]
+    assert list(make_ordering("fifo").plan(reqs)) == [RequestBatch((0,), (0,)), RequestBatch((1,), (1,)), RequestBatch((2,), (2,))]
+    assert list(make_ordering("batch-complete").plan(reqs)) == [RequestBatch((0, 1, 2), (0, 1, 2))]
+    assert list(make_ordering("reverse").plan(reqs)) == [RequestBatch((0, 1, 2), (2, 1, 0))]
 
 
 @pytest.mark.parametrize(("value", "message"), [
