@@ -106,6 +106,33 @@ def _check_class(ref: str, cls_name: str, cls: object) -> type[Any]:
     return cls
 
 
+def load_reference(ref: str, option: str) -> tuple[str, object]:
+    """(class name, the object ``ref`` names) for ``PATH.py:Class`` or ``package.module:Class``: a bad
+    form, a missing file or module, a syntax error or a missing name is one ``ConfigError`` naming
+    ``option``.  The kinds of policy check the object's shape themselves."""
+    m = _REF_RE.match(ref)
+    if m is None:
+        raise _fail(ref, "expected PATH.py:Class or package.module:Class", option)
+    where, cls_name = m.group("module"), m.group("cls")
+    try:
+        module = _load_file(ref, where) if where.endswith(".py") or os.sep in where else _load_module(ref, where)
+    except ConfigError as exc:  # the file/module loaders name --iommu-policy
+        raise ConfigError(option, str(exc).split(": ", 1)[1]) from None
+    if not hasattr(module, cls_name):
+        raise _fail(ref, f"no class {cls_name!r} in {where}", option)
+    return cls_name, getattr(module, cls_name)
+
+
+def check_choice_or_reference(value: object, option: str, choices: tuple[str, ...] | dict[str, Any],
+                              load: Any) -> None:
+    """A policy option's check: one of ``choices``, or a reference that ``load`` loads and checks."""
+    if is_policy_reference(value):
+        assert isinstance(value, str)
+        load(value)
+    elif value not in choices:  # the message of every option with choices (a reference has a colon)
+        raise ConfigError(option, f"invalid value {value!r} (choose from {', '.join(choices)})")
+
+
 def load_policy_class(ref: str) -> type[Any]:
     """The policy class ``ref`` names (``PATH.py:Class`` or ``package.module:Class``); a missing file or
     module, a syntax error, a missing class, a class not implementing the protocol or written for
@@ -113,25 +140,15 @@ def load_policy_class(ref: str) -> type[Any]:
     cached = _cache.get(ref)
     if cached is not None:
         return cached
-    m = _REF_RE.match(ref)
-    if m is None:
-        raise _fail(ref, "expected PATH.py:Class or package.module:Class")
-    where, cls_name = m.group("module"), m.group("cls")
-    module = _load_file(ref, where) if where.endswith(".py") or os.sep in where else _load_module(ref, where)
-    if not hasattr(module, cls_name):
-        raise _fail(ref, f"no class {cls_name!r} in {where}")
-    cls = _check_class(ref, cls_name, getattr(module, cls_name))
+    cls_name, obj = load_reference(ref, _OPTION)
+    cls = _check_class(ref, cls_name, obj)
     _cache[ref] = cls
     return cls
 
 
 def check_iommu_policy(value: object) -> None:
     """``MachineConfig.iommu_policy``'s check: a built-in name, or a reference that loads."""
-    if is_policy_reference(value):
-        assert isinstance(value, str)
-        load_policy_class(value)
-    elif value not in BUILTIN_POLICIES:  # the message of every option with choices (a reference has a colon)
-        raise ConfigError(_OPTION, f"invalid value {value!r} (choose from {', '.join(BUILTIN_POLICIES)})")
+    check_choice_or_reference(value, _OPTION, BUILTIN_POLICIES, load_policy_class)
 
 
 #: the names ``map_batching`` takes besides a reference
@@ -147,17 +164,9 @@ def load_map_policy_class(ref: str) -> type[Any]:
     cached = _map_cache.get(ref)
     if cached is not None:
         return cached
-    m = _REF_RE.match(ref)
-    if m is None:
-        raise _fail(ref, "expected PATH.py:Class or package.module:Class", _MAP_OPTION)
-    where, cls_name = m.group("module"), m.group("cls")
-    try:
-        module = _load_file(ref, where) if where.endswith(".py") or os.sep in where else _load_module(ref, where)
-    except ConfigError as exc:  # the loaders name --iommu-policy: say --map-batching
-        raise ConfigError(_MAP_OPTION, str(exc).split(": ", 1)[1]) from None
-    cls = getattr(module, cls_name, None)
+    cls_name, cls = load_reference(ref, _MAP_OPTION)
     if not isinstance(cls, type):
-        raise _fail(ref, f"no class {cls_name!r} in {where}", _MAP_OPTION)
+        raise _fail(ref, f"{cls_name} is not a class", _MAP_OPTION)
     missing = [name for name in _MAP_METHODS if not callable(getattr(cls, name, None))]
     if missing:
         raise _fail(ref, f"{cls_name} does not implement the MAP-submission protocol (no {', '.join(missing)})",
@@ -174,8 +183,4 @@ def load_map_policy_class(ref: str) -> type[Any]:
 
 def check_map_policy(value: object) -> None:
     """``MachineConfig.map_batching``'s check: a built-in name, or a reference that loads."""
-    if is_policy_reference(value):
-        assert isinstance(value, str)
-        load_map_policy_class(value)
-    elif value not in BUILTIN_MAP_POLICIES:
-        raise ConfigError(_MAP_OPTION, f"invalid value {value!r} (choose from {', '.join(BUILTIN_MAP_POLICIES)})")
+    check_choice_or_reference(value, _MAP_OPTION, BUILTIN_MAP_POLICIES, load_map_policy_class)

@@ -33,14 +33,13 @@ class by reference (``PATH.py:Class``, ``package.module:Class``; ``load_ordering
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from ._config import ConfigError
-from ._policy_ref import _REF_RE, _load_file, _load_module, is_policy_reference
+from ._policy_ref import check_choice_or_reference, is_policy_reference, load_reference
 
 __all__ = [
     "BUILTIN_ORDERINGS", "ORDERING_API_VERSION", "BatchComplete", "Fifo", "OrderingPlanError",
@@ -180,17 +179,7 @@ def load_ordering_class(ref: str) -> type[Any]:
     cached = _cache.get(ref)
     if cached is not None:
         return cached
-    m = _REF_RE.match(ref)
-    if m is None:
-        raise _fail(ref, "expected PATH.py:Class or package.module:Class")
-    where, cls_name = m.group("module"), m.group("cls")
-    try:  # _policy_ref's generic loaders; their errors name --iommu-policy: say --request-order
-        module = _load_file(ref, where) if where.endswith(".py") or os.sep in where else _load_module(ref, where)
-    except ConfigError as exc:
-        raise ConfigError(_OPTION, str(exc).split(": ", 1)[1]) from None
-    cls = getattr(module, cls_name, None)
-    if cls is None:
-        raise _fail(ref, f"no class {cls_name!r} in {where}")
+    cls_name, cls = load_reference(ref, _OPTION)
     if not isinstance(cls, type):
         raise _fail(ref, f"{cls_name} is not a class")
     if not callable(getattr(cls, "plan", None)):
@@ -208,11 +197,7 @@ def load_ordering_class(ref: str) -> type[Any]:
 
 def check_request_order(value: object) -> None:
     """``MachineConfig.request_order``'s check: a built-in name, or a reference that loads."""
-    if is_policy_reference(value):
-        assert isinstance(value, str)
-        load_ordering_class(value)
-    elif value not in BUILTIN_ORDERINGS:  # the message of every option with choices
-        raise ConfigError(_OPTION, f"invalid value {value!r} (choose from {', '.join(BUILTIN_ORDERINGS)})")
+    check_choice_or_reference(value, _OPTION, BUILTIN_ORDERINGS, load_ordering_class)
 
 
 def make_ordering(value: str) -> RequestOrderingPolicy:
