@@ -38,8 +38,9 @@ from typing import Any, TypeVar
 
 import attrs
 
-from models import Machine, MachineConfig, build_machine
+from models import GuestMemory, Machine, MachineConfig, VirtioIommu, VirtioPciTransport, build_machine
 from models.guest import (
+    DriverQueue,
     GuestDevice,
     GuestKernel,
     IommuCore,
@@ -54,6 +55,7 @@ from models.guest import (
 
 # not among models.guest's public names (yet)
 from models.guest._raw_viommu import LINUX_FEATURES, RawCompletion, RawViommuDriver
+from models._virtq_wire import CommonCfg, DeviceStatus
 from models.guest._viommu_driver import viommu_pci_info
 from sim import ListSink, Simulator
 
@@ -212,3 +214,61 @@ def _to_nvme(g: StagedGuest) -> StagedGuest:
 
 
 _STEPS = {"kernel": _to_kernel, "iommu": _to_iommu, "viommu": _to_viommu, "nvme-dma": _to_nvme_dma, "nvme": _to_nvme}
+
+
+# -- a raw driver side on the virtio-pci transport ----------------------------------------------------------
+
+#: the eight q35 functions' requester ids, the virtio-iommu's endpoints in the transport-level tests
+Q35_BDFS = (0x00, 0x08, 0x10, 0x18, 0x20, 0xF8, 0xFA, 0xFB)
+#: guest-physical bases of the two rings (request, event) and of the request buffers
+RING = {0: 0x100000, 1: 0x200000}
+BUF = 0x300000
+
+
+class TransportGuest:
+    """A minimal driver side on a bare VirtioIommu + VirtioPciTransport (no machine, no Linux driver):
+    negotiates ``features_mask`` of the offered features, enables both queues (8 entries, EVENT_IDX in
+    the driver's ring as ``event_idx`` says), posts chains and kicks through the notify register."""
+
+    def __init__(self, features_mask: int = ~0, *, event_idx: bool = True,
+                 vfio_endpoints: dict[int, Any] | None = None, **config: Any) -> None:
+        cfg = MachineConfig(**{"memory": "512M", **config})
+        self.sink = ListSink()
+        self.sim = Simulator(sinks=[self.sink])
+        self.mem = GuestMemory(cfg.memory)
+        self.dev = VirtioIommu(self.sim, cfg, endpoints=Q35_BDFS, vfio_endpoints=vfio_endpoints or {})
+        self.t = VirtioPciTransport(self.sim, self.mem, self.dev, "virtio-iommu-pci")
+        self.irqs: list[bool] = []
+        self.t.on_irq = self.irqs.append
+        features = self.t.offered_features() & features_mask
+        for sel in (0, 1):
+            self.t.common_write(CommonCfg.DRIVER_FEATURE_SELECT, 4, sel)
+            self.t.common_write(CommonCfg.DRIVER_FEATURE, 4, features >> (32 * sel) & 0xFFFFFFFF)
+        status = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK
+        self.t.common_write(CommonCfg.DEVICE_STATUS, 1, status)
+        self.q: dict[int, DriverQueue] = {}
+        for index, base in RING.items():
+            self.q[index] = DriverQueue(self.mem, 8, base, base + 0x1000, base + 0x2000, event_idx=event_idx)
+            self.t.common_write(CommonCfg.QUEUE_SELECT, 2, index)
+            self.t.common_write(CommonCfg.QUEUE_SIZE, 2, 8)
+            for reg, addr in ((CommonCfg.QUEUE_DESC_LO, base), (CommonCfg.QUEUE_DRIVER_LO, base + 0x1000),
+                              (CommonCfg.QUEUE_DEVICE_LO, base + 0x2000)):
+                self.t.common_write(reg, 4, addr)
+            self.t.common_write(CommonCfg.QUEUE_ENABLE, 2, 1)
+        self.t.common_write(CommonCfg.DEVICE_STATUS, 1, status | DeviceStatus.DRIVER_OK)
+        self.next = BUF
+
+    def post(self, request: bytes, writable: int) -> tuple[int, int]:
+        """Put one request chain on the request queue; returns (head, address of its writable part)."""
+        out, self.next = self.next, self.next + 0x1000
+        self.mem.write(out, request)
+        segs_out = [(out, len(request))] if request else []
+        segs_in = [(out + 0x800, writable)] if writable else []
+        head = self.q[0].add(segs_out, segs_in)
+        self.q[0].publish()
+        return head, out + 0x800
+
+    def kick(self) -> None:
+        work = self.t.notify_write(0, 2, 0)
+        if work is not None:
+            run_task(self.sim, work, name="vcpu-exit")

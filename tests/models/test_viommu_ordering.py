@@ -6,71 +6,32 @@ from pathlib import Path
 
 import pytest
 
-from models import ConfigError, GuestMemory, MachineConfig
-from models._viommu import VirtioIommu
+from models import ConfigError, MachineConfig
 from models._viommu_ordering import RequestBatch, OrderingPlanError, PendingRequest, check_plan, make_ordering
 from models._viommu_wire import VIRTIO_RING_F_EVENT_IDX, AttachReq, MapReq, ProbeReq, ReqType, Status
-from models._virtio_pci import VirtioPciTransport
-from models._virtq_wire import CommonCfg, DeviceStatus
-from models.guest._virtqueue_driver import DriverQueue
-from sim import ListSink, Simulator
-from staging import run_task
+from models._virtq_wire import DeviceStatus
+from staging import TransportGuest
 from viommu_sim.cli import main
 
-Q35_BDFS = (0x00, 0x08, 0x10, 0x18, 0x20, 0xF8, 0xFA, 0xFB)
 AHCI = 0xFA
-RING = {0: 0x100000, 1: 0x200000}
-BUF = 0x300000
 PAIRS_FILE = str(Path(__file__).resolve().parents[2] / "examples" / "policies" / "pairs.py")
 PAIRS = f"{PAIRS_FILE}:CompleteInPairs"
 
 
-class Guest:
+class Guest(TransportGuest):
     """A driver side without EVENT_IDX (so every interrupt decision the device makes is an interrupt)."""
 
     def __init__(self, request_order: str) -> None:
-        cfg = MachineConfig(memory="512M", request_order=request_order)
-        self.sink = ListSink()
-        self.sim = Simulator(sinks=[self.sink])
-        self.mem = GuestMemory(cfg.memory)
-        self.dev = VirtioIommu(self.sim, cfg, endpoints=Q35_BDFS)
-        self.t = VirtioPciTransport(self.sim, self.mem, self.dev, "virtio-iommu-pci")
-        self.irqs: list[bool] = []
-        self.t.on_irq = self.irqs.append
-        features = self.t.offered_features() & ~(1 << VIRTIO_RING_F_EVENT_IDX)
-        for sel in (0, 1):
-            self.t.common_write(CommonCfg.DRIVER_FEATURE_SELECT, 4, sel)
-            self.t.common_write(CommonCfg.DRIVER_FEATURE, 4, features >> (32 * sel) & 0xFFFFFFFF)
-        status = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK
-        self.t.common_write(CommonCfg.DEVICE_STATUS, 1, status)
-        self.q: dict[int, DriverQueue] = {}
-        for index, base in RING.items():
-            self.q[index] = DriverQueue(self.mem, 8, base, base + 0x1000, base + 0x2000, event_idx=False)
-            self.t.common_write(CommonCfg.QUEUE_SELECT, 2, index)
-            self.t.common_write(CommonCfg.QUEUE_SIZE, 2, 8)
-            for reg, addr in ((CommonCfg.QUEUE_DESC_LO, base), (CommonCfg.QUEUE_DRIVER_LO, base + 0x1000),
-                              (CommonCfg.QUEUE_DEVICE_LO, base + 0x2000)):
-                self.t.common_write(reg, 4, addr)
-            self.t.common_write(CommonCfg.QUEUE_ENABLE, 2, 1)
-        self.t.common_write(CommonCfg.DEVICE_STATUS, 1, status | DeviceStatus.DRIVER_OK)
-        self.next = BUF
+        super().__init__(~(1 << VIRTIO_RING_F_EVENT_IDX), event_idx=False, request_order=request_order)
 
-    def post(self, request: bytes, writable: int) -> int:
-        out, self.next = self.next, self.next + 0x1000
-        self.mem.write(out, request)
-        head = self.q[0].add([(out, len(request))], [(out + 0x800, writable)] if writable else [])
-        self.q[0].publish()
-        return head
+    def post_head(self, request: bytes, writable: int) -> int:
+        return self.post(request, writable)[0]
 
     def post_three(self) -> tuple[int, int, int]:
         """ATTACH, MAP into its domain, PROBE: the MAP succeeds only if the ATTACH was handled first."""
-        return (self.post(AttachReq(1, AHCI).pack(), 4), self.post(MapReq(1, 0x1000, 0x1FFF, 0xA000, 3).pack(), 4),
-                self.post(ProbeReq(AHCI).pack(), 516))
-
-    def kick(self) -> None:
-        work = self.t.notify_write(0, 2, 0)
-        if work is not None:
-            run_task(self.sim, work, name="vcpu-exit")
+        return (self.post_head(AttachReq(1, AHCI).pack(), 4),
+                self.post_head(MapReq(1, 0x1000, 0x1FFF, 0xA000, 3).pack(), 4),
+                self.post_head(ProbeReq(AHCI).pack(), 516))
 
     def used(self) -> list[tuple[int, int]]:
         out = []
@@ -156,7 +117,7 @@ class _WindowOfTwo:
 def test_a_lookahead_of_two_pops_plans_and_completes_two_chains_at_a_time():
     g = Guest("fifo")
     g.dev.ordering = _WindowOfTwo()
-    heads = [g.post(AttachReq(1, AHCI).pack(), 4) for _ in range(4)]  # the 8-entry table's capacity
+    heads = [g.post_head(AttachReq(1, AHCI).pack(), 4) for _ in range(4)]  # the 8-entry table's capacity
     g.kick()
     assert [h for h, _ in g.used()] == heads
     assert g.events("virtqueue_pop", "virtqueue_fill", "virtio_notify") == [

@@ -3,7 +3,7 @@
 
 import pytest
 
-from models import ConfigError, GuestMemory, MachineConfig
+from models import ConfigError, MachineConfig
 from models._host import HostVfio
 from models._machine import realize_vfio
 from models._viommu import RequestFramingError, VirtioIommu
@@ -18,16 +18,13 @@ from models._viommu_wire import (
     Status,
     UnmapReq,
 )
-from models._virtio_pci import VirtioPciTransport
 from models._virtq_wire import CommonCfg, DeviceStatus
 from models.guest._raw_requests import encode_request, writable_size
-from models.guest._virtqueue_driver import DriverQueue
 from reference_data import refboot
-from staging import run_task
+from staging import BUF, Q35_BDFS, TransportGuest
 from sim import ListSink, Simulator
 from viommu_sim._replay_input import parse_replay
 
-Q35_BDFS = (0x00, 0x08, 0x10, 0x18, 0x20, 0xF8, 0xFA, 0xFB)
 NVME = 0x20
 AHCI = 0xFA
 SMBUS = 0xFB
@@ -384,55 +381,10 @@ def test_reference_boot_trace_replays_with_qemus_results():
 
 # -- through the virtqueue (the glue) --------------------------------------------------------
 
-RING = {0: 0x100000, 1: 0x200000}
-BUF = 0x300000
-
-
-class Guest:
+def Guest(features_mask: int = ~0, host: HostVfio | None = None, vfio: tuple[int, ...] = ()) -> TransportGuest:
     """A minimal driver side: negotiates, enables both queues, posts chains and kicks."""
-
-    def __init__(self, features_mask: int = ~0, host: HostVfio | None = None, vfio: tuple[int, ...] = ()) -> None:
-        cfg = MachineConfig(memory="512M")
-        self.sink = ListSink()
-        self.sim = Simulator(sinks=[self.sink])
-        self.mem = GuestMemory(cfg.memory)
-        assigned = {bdf: realize_vfio(host, bdf) for bdf in vfio} if host is not None else {}
-        self.dev = VirtioIommu(self.sim, cfg, endpoints=Q35_BDFS, vfio_endpoints=assigned)
-        self.t = VirtioPciTransport(self.sim, self.mem, self.dev, "virtio-iommu-pci")
-        self.irqs: list[bool] = []
-        self.t.on_irq = self.irqs.append
-        features = self.t.offered_features() & features_mask
-        for sel in (0, 1):
-            self.t.common_write(CommonCfg.DRIVER_FEATURE_SELECT, 4, sel)
-            self.t.common_write(CommonCfg.DRIVER_FEATURE, 4, features >> (32 * sel) & 0xFFFFFFFF)
-        status = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK
-        self.t.common_write(CommonCfg.DEVICE_STATUS, 1, status)
-        self.q: dict[int, DriverQueue] = {}
-        for index, base in RING.items():
-            self.q[index] = DriverQueue(self.mem, 8, base, base + 0x1000, base + 0x2000, event_idx=True)
-            self.t.common_write(CommonCfg.QUEUE_SELECT, 2, index)
-            self.t.common_write(CommonCfg.QUEUE_SIZE, 2, 8)
-            for reg, addr in ((CommonCfg.QUEUE_DESC_LO, base), (CommonCfg.QUEUE_DRIVER_LO, base + 0x1000),
-                              (CommonCfg.QUEUE_DEVICE_LO, base + 0x2000)):
-                self.t.common_write(reg, 4, addr)
-            self.t.common_write(CommonCfg.QUEUE_ENABLE, 2, 1)
-        self.t.common_write(CommonCfg.DEVICE_STATUS, 1, status | DeviceStatus.DRIVER_OK)
-        self.next = BUF
-
-    def post(self, request: bytes, writable: int) -> tuple[int, int]:
-        """Put one request chain on the request queue; returns (head, address of its writable part)."""
-        out, self.next = self.next, self.next + 0x1000
-        self.mem.write(out, request)
-        segs_out = [(out, len(request))] if request else []
-        segs_in = [(out + 0x800, writable)] if writable else []
-        head = self.q[0].add(segs_out, segs_in)
-        self.q[0].publish()
-        return head, out + 0x800
-
-    def kick(self) -> None:
-        work = self.t.notify_write(0, 2, 0)
-        if work is not None:
-            run_task(self.sim, work, name="vcpu-exit")
+    assigned = {bdf: realize_vfio(host, bdf) for bdf in vfio} if host is not None else {}
+    return TransportGuest(features_mask, vfio_endpoints=assigned)
 
 
 def test_glue_answers_each_chain_in_ring_order_with_one_used_entry_each():
