@@ -50,17 +50,11 @@ def measure(ios: int, *, machine: dict[str, Any] | None = None, job: dict[str, A
 
 
 def simpy_wakeup_cpu() -> float:
-    """CPU seconds of one SimPy timer wake-up, median of 3 (kernel_vs_simpy.py's workload)."""
+    """CPU seconds of one SimPy timer wake-up (``kernel_vs_simpy.simpy_wakeup_cpu``)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from kernel_vs_simpy import WAKEUPS, durations, run_simpy
+    from kernel_vs_simpy import simpy_wakeup_cpu as measure
 
-    durs = durations()
-    runs = []
-    for _ in range(3):
-        c0 = time.process_time()
-        run_simpy(durs)
-        runs.append(time.process_time() - c0)
-    return sorted(runs)[1] / WAKEUPS
+    return measure()
 
 
 def main() -> None:
