@@ -39,15 +39,18 @@ def main() -> int:
     ap.add_argument("--repetitions", type=int, default=REPETITIONS, help="runs per row, averaged (machine seeds 0..N-1)")
     ap.add_argument("--workers", type=int, default=None,
                     help="worker processes (default: one per CPU; 1: sequential, in this process)")
+    ap.add_argument("--detail", choices=("full", "fast"), default="fast",
+                    help="level of detail (MachineConfig.detail; default fast: the same results, faster)")
     args = ap.parse_args()
     status = 0
     for smp in args.smp:
         t0 = time.perf_counter()
         entries = run(smp, {"runtime": args.runtime, "ramp_time": args.ramp_time}, repetitions=args.repetitions,
-                      workers=args.workers)
+                      workers=args.workers, detail=args.detail)
         wall = time.perf_counter() - t0
         print(f"fio randwrite 16 jobs x iodepth 16 x 64 KiB, {smp} vCPU(s), ramp {args.ramp_time} s + "
-              f"{args.runtime} s simulated per run, {args.repetitions} runs per row; bandwidth: the mean over the "
+              f"{args.runtime} s simulated per run, {args.repetitions} runs per row, detail {args.detail}; "
+              f"bandwidth: the mean over the "
               f"runs, relative to the first row's (range: single runs)")
         print(table(entries))
         worst = max(abs(e["delta_pp"]) for e in entries)

@@ -39,7 +39,7 @@ MIN_MEMORY = 512 * MIB
 MAX_SMP = 255
 
 #: the CLI groups of the options, in help order
-GROUPS = ("machine", "device", "guest", "policy")
+GROUPS = ("machine", "device", "guest", "policy", "simulation")
 
 
 class ConfigError(ValueError):
@@ -276,6 +276,13 @@ class MachineConfig:
         "--map-batching", "queue MAPs and sync once per map operation, or a MAP-submission policy class: "
         "PATH.py:Class or package.module:Class", group="policy",
         choices=("on", "off", "auto"), default_note="as the guest kernel: 6.7 off, 6.12 on"))
+    #: the level of detail of the simulation (issue 12; ARCHITECTURE.md "Levels of detail"): "full" moves
+    #: every ring, descriptor and request through guest memory as bytes; "fast" hands the same requests
+    #: over as objects (transaction level) with the same decisions and the same simulated delays in the
+    #: same order, so every result is the same.  Not echoed in results: it cannot change them.
+    detail: str = attrs.field(default="full", validator=_check, metadata=_option(
+        "--detail", "level of detail: every ring and request as bytes in guest memory (full) or handed over as "
+        "objects with the same timing and results (fast)", group="simulation", choices=("full", "fast")))
     #: every timing parameter (see models/_cost.py); spelt as the TOML ``[cost]`` table
     cost: CostModel = attrs.field(factory=CostModel)
 

@@ -19,7 +19,7 @@ observe them; CPU accesses use ``read``/``write`` directly.
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 
@@ -87,6 +87,9 @@ class GuestMemory:
         self._pages: dict[int, bytearray] = {}
         #: called as observer(kind, addr, size, initiator) for each DMA access
         self.dma_observer: DmaObserver | None = None
+        #: transaction-level virtqueues by descriptor-table address (models/_virtq_direct.py): the
+        #: direct access a driver offers the device that enables a queue there (TLM-2.0's DMI)
+        self.direct_rings: dict[int, Any] = {}
         # the two RAM ranges as plain ints, for the bounds check of every access
         self._low_end = self.regions[0].end
         high = self.regions[1] if len(self.regions) > 1 else None

@@ -52,6 +52,7 @@ from ._virtq_wire import (
     CommonCfg,
     DeviceStatus,
 )
+from ._virtq_direct import DirectDeviceQueue
 from ._virtqueue import DeviceQueue, VirtqueueError
 
 M32 = 0xFFFF_FFFF
@@ -325,12 +326,16 @@ class VirtioPciTransport:
             return "queue already enabled"
         index = self.queue_select
         try:
-            queue = DeviceQueue(
-                self.memory, index, regs.size, regs.desc, regs.driver, regs.device,
-                self.has_feature(VIRTIO_RING_F_EVENT_IDX),
-                notify_on_empty=self.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY),
-                initiator=self.name, tracer=self._trace,
-            )
+            event_idx = self.has_feature(VIRTIO_RING_F_EVENT_IDX)
+            on_empty = self.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY)
+            ring = self.memory.direct_rings.get(regs.desc)  # the driver offers the ring at the transaction level
+            if ring is None:
+                queue = DeviceQueue(self.memory, index, regs.size, regs.desc, regs.driver, regs.device, event_idx,
+                                    notify_on_empty=on_empty, initiator=self.name, tracer=self._trace)
+            else:
+                queue = DirectDeviceQueue(ring, self.memory, index, regs.size, regs.desc, regs.driver, regs.device,
+                                          event_idx, notify_on_empty=on_empty, initiator=self.name,
+                                          tracer=self._trace)
         except VirtqueueError as err:  # virtio_init_region_cache: "Cannot map desc/used/avail"
             self.needs_reset(err.reason)
             return None

@@ -240,13 +240,17 @@ class DeviceQueue:
         self.last_avail_idx = (last + 1) & U16
         if self.event_idx:  # vring_set_avail_event: kick me when you pass this index
             self._w16(self.device_addr + avail_event_offset(self.size), self.last_avail_idx)
-        readable, writable = self._walk(head)
+        chain = self._chain(head)
         self.inuse += 1
-        chain = Chain(head, readable, writable, self.memory, self.initiator)
         if self._trace is not None:
-            self._trace("virtqueue_pop", queue=self.index, head=head, in_num=len(writable), out_num=len(readable),
-                        avail_idx=avail)
+            self._trace("virtqueue_pop", queue=self.index, head=head, in_num=len(chain.writable),
+                        out_num=len(chain.readable), avail_idx=avail)
         return chain
+
+    def _chain(self, head: int) -> Chain:
+        """The chain at ``head``, walked and checked (a malformed one raises VirtqueueError)."""
+        readable, writable = self._walk(head)
+        return Chain(head, readable, writable, self.memory, self.initiator)
 
     def _walk(self, head: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         mem = self.memory
@@ -309,8 +313,7 @@ class DeviceQueue:
         old = self.used_idx
         slot = old % self.size
         # virtqueue_split_fill: the element, then (virtqueue_split_flush, after a wmb) the index
-        self.memory.dma_write(self.device_addr + used_entry_offset(slot), _ELEM.pack(chain.head, written),
-                              self.initiator)
+        self._write_used_elem(slot, chain.head, written)
         if self._trace is not None:
             self._trace("virtqueue_fill", queue=self.index, head=chain.head, len=written, idx=0)
         new = (old + 1) & U16
@@ -322,6 +325,9 @@ class DeviceQueue:
         # virtqueue_split_flush: the index wrapped past the last signalled value; forget it
         if _s16(new - self._signalled_used) < ((new - old) & U16):
             self._signalled_used_valid = False
+
+    def _write_used_elem(self, slot: int, head: int, written: int) -> None:
+        self.memory.dma_write(self.device_addr + used_entry_offset(slot), _ELEM.pack(head, written), self.initiator)
 
     def detach(self, chain: Chain) -> None:
         """Drop a popped chain without using it (QEMU ``virtqueue_detach_element``)."""

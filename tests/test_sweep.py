@@ -77,7 +77,7 @@ def test_points_are_the_axis_product_in_order_with_stable_keys() -> None:
     ]
     assert [p.index for p in pts] == list(range(12))
     assert tiny_matrix().scenario(pts[10]) == (
-        {"iommu_policy": "strict", "guest_kernel": "6.12", "seed": 1},
+        {"iommu_policy": "strict", "guest_kernel": "6.12", "seed": 1, "detail": "fast"},
         {"ios": 4, "rw": "randread", "bs": 4096, "iodepth": 2},
         None,
     )

@@ -85,16 +85,17 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-def _run_row(args: tuple[Row, int, int, dict[str, Any]]) -> dict[str, Any]:
-    row, smp, seed, job = args
-    return run_scenario({**row.machine, "smp": smp, "seed": seed}, job, row.cost)
+def _run_row(args: tuple[Row, int, int, dict[str, Any], str]) -> dict[str, Any]:
+    row, smp, seed, job, detail = args
+    return run_scenario({**row.machine, "smp": smp, "seed": seed, "detail": detail}, job, row.cost)
 
 
 def run(smp: int = CALIBRATION_SMP, job: dict[str, Any] | None = None, *, repetitions: int = REPETITIONS,
-        workers: int | None = None, rows: Sequence[Row] = ROWS) -> list[dict[str, Any]]:
+        workers: int | None = None, rows: Sequence[Row] = ROWS, detail: str = "fast") -> list[dict[str, Any]]:
     """Run every row ``repetitions`` times (machine seeds 0, 1, ...: each repetition lays out fio's
     buffers anew, as each run of the real benchmark did) on ``smp`` vCPUs, in a process pool of
-    ``workers`` processes (None: one per CPU; 1: in this process, one after the other).
+    ``workers`` processes (None: one per CPU; 1: in this process, one after the other), at the
+    level of detail ``detail`` (``MachineConfig.detail``; the transaction level by default: same results).
 
     One dict per row, in table order: label, published_pct, model_pct (mean bandwidth relative to
     the first row's), min_pct / max_pct (single repetitions), delta_pp, within (``|delta| <=
@@ -102,7 +103,7 @@ def run(smp: int = CALIBRATION_SMP, job: dict[str, Any] | None = None, *, repeti
     kicks_per_io, maps_per_io, busy (mean busy fraction of request_lock, vmm, vcpu_mean, nvme_link)
     and bottleneck (the one saturated in most repetitions, or "none")."""
     job = {**JOB, **(job or {})}
-    tasks = [(row, smp, seed, job) for row in rows for seed in range(repetitions)]
+    tasks = [(row, smp, seed, job, detail) for row in rows for seed in range(repetitions)]
     if workers == 1:
         results = [_run_row(t) for t in tasks]
     else:

@@ -20,7 +20,7 @@ from ._tracing import TraceOutput, add_trace_flags
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("boot", help="boot the guest and print its dmesg")
-    add_machine_flags(p, "machine", "device", "guest")
+    add_machine_flags(p, "machine", "device", "guest", "simulation")
     add_trace_flags(p)
     p.set_defaults(handler=run)
 

@@ -39,7 +39,7 @@ from models.guest import dma_domain_policy, virtio_iommu_map_batching
 from ._fio_jobfile import load_jobfile
 from ._fio_output import fio_json, terse_line
 from ._job import JOB_KEYS, JOB_OPTIONS, LENGTH_KEYS, job_options
-from ._options import UsageError, add_job_flags, add_machine_flags, given_machine_options, load_toml
+from ._options import RUN_DEFAULTS, UsageError, add_job_flags, add_machine_flags, given_machine_options, load_toml
 from ._stats import flat_figures, summarise
 from ._tracing import TraceOutput, add_trace_flags
 from ._workload import RunReport, legacy_result, run_jobs, run_scenario
@@ -66,7 +66,7 @@ _LONG_RUNTIME_S = 0.5
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a fio-like workload through the whole stack and print its figures")
-    add_machine_flags(p, "machine", "device", "guest", "policy")
+    add_machine_flags(p, "machine", "device", "guest", "policy", "simulation", defaults=RUN_DEFAULTS)
     add_job_flags(p)
     p.add_argument("--scenario", metavar="FILE.toml", help="machine, job and cost from a TOML file")
     p.add_argument("jobfile", nargs="?", metavar="JOBFILE",
@@ -119,7 +119,7 @@ def _load_scenario(path: str) -> dict[str, dict[str, Any]]:
 def scenario_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The file's tables (if any) with the flags given on the command line on top."""
     sc = _load_scenario(args.scenario) if args.scenario else {"machine": {}, "job": {}, "cost": {}}
-    sc["machine"].update(given_machine_options(args))
+    sc["machine"] = {**RUN_DEFAULTS, **sc["machine"], **given_machine_options(args)}
     job = sc["job"]
     cli_length = False
     for option in JOB_OPTIONS:

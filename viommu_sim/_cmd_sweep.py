@@ -127,6 +127,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "1 runs in-process")
     r.add_argument("--scheduler", type=_scheduler, metavar="ADDRESS",
                    help="run on this Dask distributed scheduler (e.g. tcp://10.0.0.1:8786) instead")
+    r.add_argument("--detail", choices=("full", "fast"), default="fast",
+                   help="level of detail of each run: rings and requests as bytes in guest memory (full) or "
+                   "handed over as objects, same timing and results (fast) (default fast)")
     p.set_defaults(handler=run)
 
 
@@ -138,10 +141,10 @@ def build_matrix(args: argparse.Namespace) -> Matrix:
     if args.matrix:
         m = load_matrix(args.matrix, **axes)
         return Matrix(policy=m.policy, guest_kernel=m.guest_kernel, iodepth=m.iodepth, seed=m.seed,
-                      machine=m.machine, job={**m.job, **job_flags}, cost=m.cost)
+                      machine=m.machine, job={**m.job, **job_flags}, cost=m.cost, detail=args.detail)
     given = {n: DEFAULT_AXES[n] if v is None else v for n, v in axes.items()}
     return Matrix(policy=given["policy"], guest_kernel=given["guest_kernel"], iodepth=given["iodepth"],
-                  seed=given["seed"], job=job_flags)
+                  seed=given["seed"], job=job_flags, detail=args.detail)
 
 
 def _reporter() -> tuple[Callable[[int, int, Point | None], None], Callable[[], None]]:

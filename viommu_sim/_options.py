@@ -102,16 +102,26 @@ def _arg_type(spec: OptionSpec) -> Any:
     return _integer if spec.base == 0 else int
 
 
-def add_machine_flags(parser: argparse.ArgumentParser, *groups: str) -> None:
+def add_machine_flags(parser: argparse.ArgumentParser, *groups: str, defaults: dict[str, str] | None = None) -> None:
     """The machine flags of ``groups`` (``models._config.GROUPS``; default: "machine"), one
-    argument group each, help texts and metavars from the option table."""
+    argument group each, help texts and metavars from the option table.  ``defaults``: options
+    whose default this command changes (``run`` and ``sweep`` simulate at ``detail`` fast), shown
+    so in the help; the command applies them to what it runs."""
     for group in GROUPS:
         if group not in (groups or ("machine",)):
             continue
         g = parser.add_argument_group(group)
         for spec in machine_options(group):
+            text = spec.help
+            if defaults and spec.name in defaults:
+                text = text.replace(f"(default {spec.default_text}", f"(default {defaults[spec.name]}")
             g.add_argument(spec.flag, *spec.aliases, dest=spec.name, type=_arg_type(spec), metavar=spec.metavar,
-                           default=argparse.SUPPRESS, help=spec.help.replace("%", "%%"))
+                           default=argparse.SUPPRESS, help=text.replace("%", "%%"))
+
+
+#: the machine options whose default ``run`` and ``sweep`` change: they simulate at the transaction
+#: level, whose results are those of the byte level (ARCHITECTURE.md "Levels of detail")
+RUN_DEFAULTS = {"detail": "fast"}
 
 
 def config_from_args(args: argparse.Namespace, **extra: Any) -> MachineConfig:

@@ -179,6 +179,9 @@ class Matrix:
     machine: dict[str, Any] = attrs.field(factory=dict, converter=_machine_table)
     job: dict[str, Any] = attrs.field(factory=dict, converter=_job_table)
     cost: dict[str, Any] = attrs.field(factory=dict, converter=_cost_table)
+    #: the level of detail the points run at (``MachineConfig.detail``): how, not what, is simulated,
+    #: so it is no part of the matrix (not stored, not compared on a rerun); fast by default
+    detail: str = attrs.field(default="fast", eq=False)
 
     def __attrs_post_init__(self) -> None:
         total = len(self.policy) * len(self.guest_kernel) * len(self.iodepth) * len(self.seed)
@@ -194,6 +197,10 @@ class Matrix:
         for name in ("iommu_policy", "guest_kernel", "seed"):
             if name in self.machine:
                 raise SweepError(f"[machine]: {name} is a sweep axis; set it in [axes]")
+        if "detail" in self.machine:
+            raise SweepError("[machine]: detail is how the sweep runs, not part of the matrix; give --detail")
+        if self.detail not in ("full", "fast"):
+            raise SweepError(f"--detail: invalid choice {_shown(self.detail)} (choose from full, fast)")
         unknown = sorted(set(self.machine) - {s.toml_key for s in machine_options()})
         if unknown:
             raise SweepError(f"[machine]: unknown option {unknown[0]!r}")
@@ -233,7 +240,7 @@ class Matrix:
     def scenario(self, point: Point) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
         """The ``run_scenario(machine, job, cost)`` arguments of one point."""
         machine = {**self.machine, "iommu_policy": point.policy, "guest_kernel": point.guest_kernel,
-                   "seed": point.seed}
+                   "seed": point.seed, "detail": self.detail}
         return machine, {**self.job, "iodepth": point.iodepth}, (dict(self.cost) or None)
 
 

@@ -104,7 +104,7 @@ from ._viommu_domain import (
 from ._viommu_events import ViommuEvents
 from ._virtio_driver import TRANSPORT_FEATURES, VirtioModernDevice
 from ._virtio_pci_regs import PciVirtioRegs
-from ._virtqueue_driver import DriverQueue, VirtqueueFull
+from ._virtqueue_driver import DirectDriverQueue, DriverQueue, VirtqueueFull
 
 if TYPE_CHECKING:
     from ._kernel import GuestKernel
@@ -316,7 +316,8 @@ class ViommuDriver:
         for index in (REQUESTQ, EVENTQ):  # the rings are sized to the device's maximum, as setup_vq does
             await self.regs.write("common", CommonCfg.QUEUE_SELECT, 2, index)
             sizes.append(await self.regs.read("common", CommonCfg.QUEUE_SIZE, 2))
-        self.requestq = await vdev.setup_queue(REQUESTQ, sizes[0], *self._alloc_ring(sizes[0]))
+        self.requestq = await vdev.setup_queue(REQUESTQ, sizes[0], *self._alloc_ring(sizes[0]),
+                                               direct=kernel.config.detail == "fast")
         self.requestq.disable_cb()
         self.eventq = await vdev.setup_queue(EVENTQ, sizes[1], *self._alloc_ring(sizes[1]))
         self.vdev = vdev
@@ -355,7 +356,8 @@ class ViommuDriver:
         await sleep(kernel.cost.guest_request_build_ps)
         size = len(request) + writable_len
         buf = kernel.mm.kmalloc(size)  # kzalloc(GFP_ATOMIC) + memcpy of the readable part
-        kernel.machine.memory.write(buf, bytes(request) + bytes(writable_len))
+        if not isinstance(q, DirectDriverQueue):  # the transaction-level ring carries the request itself
+            kernel.machine.memory.write(buf, bytes(request) + bytes(writable_len))
         indirect = bool(self.features >> VIRTIO_RING_F_INDIRECT_DESC & 1)
         req = _Request(request[0], buf, size, len(request), writeback, None)
         out, in_ = [(buf, len(request))], [(buf + len(request), writable_len)]
@@ -363,7 +365,7 @@ class ViommuDriver:
         for attempt in range(2):
             table = kernel.mm.kmalloc(INDIRECT_TABLE_SIZE) if indirect and q.num_free else None
             try:
-                head = q.add(out, in_, indirect_table=table)
+                head = q.add(out, in_, indirect_table=table, payload=request)
                 req.table = table
                 break
             except VirtqueueFull:
@@ -385,17 +387,25 @@ class ViommuDriver:
                         outstanding=len(self._requests))
         return req
 
-    def _complete(self, req: _Request, used_len: int) -> None:
+    def _complete(self, head: int, req: _Request, used_len: int) -> None:
         """One used entry of ``__viommu_sync_req``: IOERR when nothing was written, writeback on a
         full-length completion, free the request."""
         kernel = self.kernel
-        mem = kernel.machine.memory
+        q = self.requestq
         write_len = req.size - req.write_offset
-        tail = mem.read(req.buf + req.size - TAIL_SIZE, TAIL_SIZE)
+        if isinstance(q, DirectDriverQueue):  # the buffer as the device left it, from the ring object
+            area = bytes(req.write_offset) + q.written(head, write_len)
+            tail, reply = area[-TAIL_SIZE:], area[req.write_offset:]
+        else:
+            mem = kernel.machine.memory
+            tail = mem.read(req.buf + req.size - TAIL_SIZE, TAIL_SIZE)
+            reply = b""
+            if req.writeback and used_len == write_len:
+                reply = mem.read(req.buf + req.write_offset, write_len)
         req.status = int(Status.IOERR) if used_len == 0 else tail[0]  # viommu_set_req_status(..., IOERR)
         req.used_len = used_len
         if req.writeback and used_len == write_len:
-            req.reply = mem.read(req.buf + req.write_offset, write_len)
+            req.reply = reply
         kernel.mm.kfree(req.buf, req.size)
         if req.table is not None:
             kernel.mm.kfree(req.table, INDIRECT_TABLE_SIZE)
@@ -432,7 +442,7 @@ class ViommuDriver:
             req = self._requests.pop(head, None) or self._abandoned.pop(head, None)
             if req is None:
                 continue  # not ours (cannot happen: DriverQueue only returns chain heads)
-            self._complete(req, used_len)
+            self._complete(head, req, used_len)
             if req.since_ps is not None:
                 stale = sim.now - req.since_ps
                 self._unmaps_completed += 1

@@ -30,7 +30,7 @@ from .._virtq_wire import (
     CommonCfg,
     DeviceStatus,
 )
-from ._virtqueue_driver import DriverQueue
+from ._virtqueue_driver import DirectDriverQueue, DriverQueue
 
 #: transport bits Linux keeps when offered (``vring_transport_features``), minus RING_PACKED:
 #: this driver core only builds split rings
@@ -136,8 +136,10 @@ class VirtioModernDevice:
         return accepted
 
     # -- queues -------------------------------------------------------------------------
-    async def setup_queue(self, index: int, size: int, desc: int, avail: int, used: int) -> DriverQueue:
-        """``setup_vq`` + enable: check the queue, size it, zero and program the rings, enable it."""
+    async def setup_queue(self, index: int, size: int, desc: int, avail: int, used: int, *,
+                          direct: bool = False) -> DriverQueue:
+        """``setup_vq`` + enable: check the queue, size it, zero and program the rings, enable it.
+        ``direct``: the transaction-level ring (``DirectDriverQueue``, ``MachineConfig.detail`` fast)."""
         num_queues = await self._common_read(CommonCfg.NUM_QUEUES, 2)
         if index >= num_queues:
             raise VirtioDriverError(f"virtio: queue {index} does not exist ({num_queues} queues)")
@@ -150,8 +152,8 @@ class VirtioModernDevice:
             raise VirtioDriverError(f"virtio: bad queue size {num}")
         if size > num:
             raise VirtioDriverError(f"virtio: queue {index} holds at most {num} entries, not {size}")
-        queue = DriverQueue(self.memory, size, desc, avail, used,
-                            event_idx=bool(self.features >> VIRTIO_RING_F_EVENT_IDX & 1))
+        queue = (DirectDriverQueue if direct else DriverQueue)(
+            self.memory, size, desc, avail, used, event_idx=bool(self.features >> VIRTIO_RING_F_EVENT_IDX & 1))
         await self._common_write(CommonCfg.QUEUE_SELECT, 2, index)
         await self._common_write(CommonCfg.QUEUE_SIZE, 2, size)
         # vp_modern_queue_address: each 64-bit address as two halves, low first

@@ -36,6 +36,7 @@ from .._virtq_wire import (
     used_event_offset,
     used_ring_size,
 )
+from .._virtq_direct import DirectRing
 from .._virtqueue import U16, VirtqueueError, check_queue_size, vring_need_event
 
 _DESC = struct.Struct(VirtqDesc.FORMAT)
@@ -73,6 +74,7 @@ class DriverQueue:
         memory.fill(desc_addr, desc_table_size(size))
         memory.fill(avail_addr, avail_ring_size(size))
         memory.fill(used_addr, used_ring_size(size))
+        memory.direct_rings.pop(desc_addr, None)  # a byte-level ring here now: no direct access to offer
         #: free descriptors (``vq->vq.num_free``)
         self.num_free = size
         self._free_head = 0
@@ -104,13 +106,15 @@ class DriverQueue:
         return VirtqueueError(reason)
 
     # -- adding buffers ---------------------------------------------------------------
-    def add(self, out: list[tuple[int, int]], in_: list[tuple[int, int]], indirect_table: int | None = None) -> int:
+    def add(self, out: list[tuple[int, int]], in_: list[tuple[int, int]], indirect_table: int | None = None,
+            payload: bytes = b"") -> int:
         """Write a chain (``out`` readable then ``in_`` writable segments) and its avail entry; returns the head.
 
         With ``indirect_table`` (guest-physical address of room for
         ``16 * (len(out) + len(in_))`` bytes) the segments go into that table and
         the ring gets one INDIRECT descriptor (Linux ``alloc_indirect_split``).
-        Nothing is visible to the device until ``publish``.
+        Nothing is visible to the device until ``publish``.  ``payload``: the bytes the readable
+        segments hold, which only the transaction-level ring (``DirectDriverQueue``) carries.
         """
         self._check_broken()
         segs = [(a, n, 0) for a, n in out] + [(a, n, VIRTQ_DESC_F_WRITE) for a, n in in_]
@@ -119,18 +123,11 @@ class DriverQueue:
         needed = 1 if indirect_table is not None else len(segs)
         if needed > self.num_free:
             raise VirtqueueFull(f"virtqueue full: the chain needs {needed} descriptors, {self.num_free} free")
-        if indirect_table is not None:
-            table = b"".join(
-                _DESC.pack(a, n, f | (VIRTQ_DESC_F_NEXT if k + 1 < len(segs) else 0), k + 1)
-                for k, (a, n, f) in enumerate(segs)
-            )
-            self.memory.write(indirect_table, table)
-            segs = [(indirect_table, len(table), VIRTQ_DESC_F_INDIRECT)]
         head = i = self._free_head
+        segs = self._place_chain(head, segs, out, in_, indirect_table, payload)
         for k, (a, n, f) in enumerate(segs):
             last = k + 1 == len(segs)
-            self.memory.write(self.desc_addr + 16 * i,
-                              _DESC.pack(a, n, f | (0 if last else VIRTQ_DESC_F_NEXT), self._next_free[i]))
+            self._write_desc(i, a, n, f | (0 if last else VIRTQ_DESC_F_NEXT), self._next_free[i])
             if not last:
                 i = self._next_free[i]
         self._free_head = self._next_free[i]
@@ -139,6 +136,26 @@ class DriverQueue:
         self._w16(self.avail_addr + avail_entry_offset(self._avail_shadow % self.size), head)
         self._avail_shadow = (self._avail_shadow + 1) & U16
         return head
+
+    def _place_chain(self, head: int, segs: list[tuple[int, int, int]], out: list[tuple[int, int]],
+                     in_: list[tuple[int, int]], indirect_table: int | None, payload: bytes) -> list[tuple[int, int, int]]:
+        """The ring's descriptors for ``segs``: the segments, or one INDIRECT descriptor of the table
+        written at ``indirect_table`` (Linux ``alloc_indirect_split``)."""
+        if indirect_table is None:
+            return segs
+        table = b"".join(
+            _DESC.pack(a, n, f | (VIRTQ_DESC_F_NEXT if k + 1 < len(segs) else 0), k + 1)
+            for k, (a, n, f) in enumerate(segs)
+        )
+        self.memory.write(indirect_table, table)
+        return [(indirect_table, len(table), VIRTQ_DESC_F_INDIRECT)]
+
+    def _write_desc(self, i: int, addr: int, length: int, flags: int, nxt: int) -> None:
+        self.memory.write(self.desc_addr + 16 * i, _DESC.pack(addr, length, flags, nxt))
+
+    def _read_used_elem(self, slot: int) -> tuple[int, int]:
+        head, length = _ELEM.unpack(self.memory.read(self.used_addr + used_entry_offset(slot), 8))
+        return int(head), int(length)
 
     def publish(self) -> None:
         """Expose every added chain: store avail.idx (after the descriptors and ring entries)."""
@@ -166,7 +183,7 @@ class DriverQueue:
         if not self.has_used():
             return None
         slot = self._last_used % self.size
-        head, length = _ELEM.unpack(self.memory.read(self.used_addr + used_entry_offset(slot), 8))
+        head, length = self._read_used_elem(slot)
         if head >= self.size:
             raise self._bad_ring(f"id {head} out of range")
         n = self._chain_len[head]
@@ -204,3 +221,40 @@ class DriverQueue:
         if self.event_idx:
             self._w16(self.avail_addr + used_event_offset(self.size), self._last_used)
         return self.has_used()
+
+
+class DirectDriverQueue(DriverQueue):
+    """``DriverQueue`` at the transaction level (models/_virtq_direct.py): the same free list,
+    indices and event suppression, the ring words and chains in a ``DirectRing`` that guest memory
+    hands to the device (``GuestMemory.direct_rings``) instead of bytes in RAM.  The readable part
+    of each chain is the ``payload`` given to ``add``; ``written(head)`` is what the device wrote
+    into the writable part (zeros elsewhere, as the driver's zeroed buffer)."""
+
+    def __init__(self, memory: GuestMemory, size: int, desc_addr: int, avail_addr: int, used_addr: int,
+                 event_idx: bool) -> None:
+        self.ring = DirectRing()
+        super().__init__(memory, size, desc_addr, avail_addr, used_addr, event_idx)
+        memory.direct_rings[desc_addr] = self.ring
+
+    def _w16(self, addr: int, value: int) -> None:
+        self.ring.words[addr] = value & U16
+
+    def _r16(self, addr: int) -> int:
+        return self.ring.words.get(addr, 0)
+
+    def _place_chain(self, head: int, segs: list[tuple[int, int, int]], out: list[tuple[int, int]],
+                     in_: list[tuple[int, int]], indirect_table: int | None, payload: bytes) -> list[tuple[int, int, int]]:
+        self.ring.chains[head] = (list(out), list(in_), bytes(payload))
+        if indirect_table is None:
+            return segs
+        return [(indirect_table, 16 * len(segs), VIRTQ_DESC_F_INDIRECT)]
+
+    def _write_desc(self, i: int, addr: int, length: int, flags: int, nxt: int) -> None:
+        pass  # the device takes the chain from the ring object, not from a descriptor table
+
+    def _read_used_elem(self, slot: int) -> tuple[int, int]:
+        return self.ring.used.pop(slot)
+
+    def written(self, head: int, length: int) -> bytes:
+        """The ``length`` bytes of chain ``head``'s writable part after the device used it."""
+        return self.ring.written.pop(head, b"").ljust(length, b"\0")[:length]
