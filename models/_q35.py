@@ -124,7 +124,8 @@ def make_e1000e(mac: bytes = DEFAULT_MAC) -> PciFunction:
     """e1000e (82574L) as ``e1000e_pci_realize``: PCIe v1 RCiEP on the root bus, MSI-X in BAR3."""
     fn = PciFunction(NIC_BDF, "e1000e", vendor_id=PCI_VENDOR_ID_INTEL, device_id=PCI_DEVICE_ID_INTEL_82574L,
                      class_code=0x020000, subsystem=(PCI_VENDOR_ID_INTEL, 0x0000), interrupt_pin=1, express=True)
-    fn.config.store(0x0C, 1, 0x10)  # cache line size
+    # (e1000e_pci_realize sets the cache line size to 0x10, but the machine reset that follows,
+    # pci_do_device_reset, clears it: the guest reads 0, as the reference's lspci shows)
     fn.add_bar(0, 128 * KIB, BarKind.MEM32)  # registers
     fn.add_bar(1, 128 * KIB, BarKind.MEM32)  # flash (dummy)
     fn.add_bar(2, 32, BarKind.IO)
@@ -335,7 +336,7 @@ def make_ahci() -> PciFunction:
     """ICH9 AHCI: index/data I/O BAR4, ABAR BAR5, SATA cap @0xa8 then MSI @0x80 (chain 80 -> a8)."""
     fn = PciFunction(AHCI_BDF, "ich9-ahci", vendor_id=PCI_VENDOR_ID_INTEL, device_id=PCI_DEVICE_ID_INTEL_ICH9_AHCI,
                      revision=2, class_code=0x010601, multifunction=True, interrupt_pin=1)
-    fn.config.store(0x0C, 1, 0x08)  # cache line size
+    # (ich9-ahci's cache line size of 8 is cleared likewise by pci_do_device_reset)
     fn.config.store(0x90, 1, 0x40)  # MAP: AHCI mode
     fn.add_bar(4, 32, BarKind.IO)
     fn.add_bar(5, 4 * KIB, BarKind.MEM32)
