@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from models import ConfigError
 from models.guest import OutOfMemory
 
-from . import __version__, _cmd_boot, _cmd_check_policy, _cmd_demo, _cmd_lspci, _cmd_replay, _cmd_run, _cmd_sweep
+from . import (
+    __version__, _cmd_boot, _cmd_check_policy, _cmd_demo, _cmd_lspci, _cmd_replay, _cmd_run, _cmd_sweep, _cmd_sysfs,
+)
 from ._options import Parser, UsageError
 
-_COMMANDS = (_cmd_demo, _cmd_lspci, _cmd_replay, _cmd_boot, _cmd_run, _cmd_sweep, _cmd_check_policy)
+_COMMANDS = (_cmd_demo, _cmd_lspci, _cmd_sysfs, _cmd_replay, _cmd_boot, _cmd_run, _cmd_sweep, _cmd_check_policy)
 #: what ``viommu-sim --help`` says the program is (user text, not this module's docstring)
 DESCRIPTION = ("A deterministic simulator of a VM's virtio-iommu path (QEMU q35, Linux guest, VFIO-assigned NVMe): "
                "boot the guest, run fio-like workloads, replay request logs, sweep policies.")
