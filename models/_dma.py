@@ -158,6 +158,20 @@ class _Port:
         self._bytes += len(data)
 
 
+    def dma_locate(self, iova: int, size: int, access: int) -> list[tuple[int, int]]:
+        """The access ``dma_read``/``dma_write`` would make, without moving bytes: translated,
+        checked, traced and counted alike; its (guest-physical address, length) pieces.  The
+        transaction-level NVMe queues (``MachineConfig.detail`` fast, models/_nvme_dma.py) hand the
+        entry over as an object at the address the access reaches."""
+        pieces = self._checked_pieces(iova, size, access)
+        if access == DMA_READ:
+            self._reads += 1
+        else:
+            self._writes += 1
+        self._bytes += size
+        return pieces
+
+
 class DirectDmaPort(_Port):
     """No IOMMU: bus addresses are guest-physical addresses."""
 

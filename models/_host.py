@@ -111,6 +111,9 @@ class VfioContainer:
         self.giommu_mr: IommuMemoryRegion | None = None
         self.translated = False
         self.ever_translated = False
+        #: the host IOMMU's IOTLB: the mapping that translated each 4 KiB IOVA page last, dropped
+        #: whenever a mapping leaves the table (a mapping added never overlaps a present one)
+        self._iotlb: dict[int, HostMapping] = {}
 
     def __repr__(self) -> str:
         return f"<VfioContainer {self.name} mappings={len(self.table)} pinned={self._pinned_pages}>"
@@ -126,11 +129,26 @@ class VfioContainer:
 
     def lookup(self, iova: int) -> HostMapping | None:
         """The host mapping containing ``iova`` (what the host IOMMU would walk to)."""
+        hit = self._iotlb.get(iova >> 12)
+        if hit is not None and hit.iova <= iova <= hit.last:
+            return hit
         i = self.table.bisect_right(iova) - 1
         if i < 0:
             return None
         m: HostMapping = self.table.peekitem(i)[1]
-        return m if iova <= m.last else None
+        if iova > m.last:
+            return None
+        self._iotlb[iova >> 12] = m
+        return m
+
+    def _drop_iotlb(self, m: HostMapping) -> None:
+        """Invalidate the IOTLB entries of the mapping ``m`` (a large one: the whole IOTLB)."""
+        first, last = m.iova >> 12, m.last >> 12
+        if last - first >= 64:
+            self._iotlb.clear()
+            return
+        for page in range(first, last + 1):
+            self._iotlb.pop(page, None)
 
     def _overlapping(self, first: int, last: int) -> list[HostMapping]:
         table = self.table
@@ -182,6 +200,7 @@ class VfioContainer:
             return -EINVAL, cost
         for m in hit:
             del self.table[m.iova]
+            self._drop_iotlb(m)
             self._pinned_pages -= m.size // HOST_PAGE_SIZE
         return 0, cost
 

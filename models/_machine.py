@@ -42,6 +42,7 @@ from ._iommu_notify import HostIommuDevice
 from ._interrupts import InterruptController
 from ._memory import GuestMemory
 from ._nvme import NvmeController
+from ._nvme_dma import DirectEntries
 from ._pci import PciBus, PciFunction, format_bdf
 from ._q35 import VirtioPciFunction, q35_functions
 from ._viommu import VirtioIommu
@@ -105,8 +106,10 @@ class Machine:
                                         lambda: sim.now)
             else:
                 port = ViommuDmaPort(self.memory, self.viommu, nvme_fn.bdf, initiator, nvme_fn.check_dma_allowed)
+            # the transaction level hands queue entries over as objects (models/_nvme_dma.py DirectEntries)
+            direct = DirectEntries(self.memory, port.dma_locate) if config.detail == "fast" else None
             self.nvme = NvmeController(sim, config.nvme if config.nvme == "emulated" else "vfio", cost, port,
-                                       nvme_fn.msix_notify, nvme_fn.check_dma_allowed)
+                                       nvme_fn.msix_notify, nvme_fn.check_dma_allowed, direct=direct)
             nvme_fn.set_bar_handler(0, self.nvme)
             nvme = self.nvme
             nvme_fn.on_bus_master = lambda on: nvme.bus_master_changed() if on else None

@@ -90,6 +90,8 @@ class GuestMemory:
         #: transaction-level virtqueues by descriptor-table address (models/_virtq_direct.py): the
         #: direct access a driver offers the device that enables a queue there (TLM-2.0's DMI)
         self.direct_rings: dict[int, Any] = {}
+        #: transaction-level NVMe queue entries by guest-physical address (models/_nvme_dma.py)
+        self.direct_entries: dict[int, Any] = {}
         # the two RAM ranges as plain ints, for the bounds check of every access
         self._low_end = self.regions[0].end
         high = self.regions[1] if len(self.regions) > 1 else None

@@ -32,11 +32,11 @@ from ._cost import CostModel
 from ._dma import DmaFault
 from ._nvme_wire import (
     ADMIN_OPCODE_NAMES, AER_INFO_ERR_INVALID_DB_REGISTER, AER_INFO_ERR_INVALID_DB_VALUE, AER_TYPE_ERROR,
-    CQES_LOG2, CSTS_CFS, DATA_TRANSFER_ERROR, DNR, DOORBELL_BASE, FEAT_ARBITRATION, FEAT_VOLATILE_WC,
+    CQE_SIZE, CQES_LOG2, CSTS_CFS, DATA_TRANSFER_ERROR, DNR, DOORBELL_BASE, FEAT_ARBITRATION, FEAT_VOLATILE_WC,
     INVALID_FIELD, IO_OPCODE_NAMES, LOG_ERROR, PSDT_PRP, SQES_LOG2, SQE_SIZE, SUCCESS, CompletionEntry,
     SubmissionEntry, aer_result,
 )
-from ._nvme_dma import CommandError, NvmeDma
+from ._nvme_dma import CommandError, DirectEntries, NvmeDma
 from ._nvme_ident import NvmeIdentity, identity_named
 from ._nvme_namespace import Namespace
 from ._nvme_prp import walk_prp, walk_sgl
@@ -133,7 +133,8 @@ class ControllerCore:
     """
 
     def __init__(self, sim: Simulator, identity: str | NvmeIdentity, cost: CostModel, dma: DmaPort,
-                 msix: Callable[[int], None], bus_master: Callable[[], bool], *, name: str = "nvme") -> None:
+                 msix: Callable[[int], None], bus_master: Callable[[], bool], *, name: str = "nvme",
+                 direct: DirectEntries | None = None) -> None:
         self.sim = sim
         self.identity = identity_named(identity) if isinstance(identity, str) else identity
         self.cost = cost
@@ -142,7 +143,7 @@ class ControllerCore:
         self._trace = sim.tracer(name)
         self._msix = msix
         self._bus_master = bus_master
-        self._dma_engine = NvmeDma(sim, name, dma, bus_master)
+        self._dma_engine = NvmeDma(sim, name, dma, bus_master, direct)
         ident = self.identity
         self._qemu = ident.emulated
         self._id_ctrl = ident.id_ctrl
@@ -303,8 +304,11 @@ class ControllerCore:
                 self._trace("bus_master_off", pending=sum(sq.tail != sq.head for sq in self._sqs.values()))
             return False
         progressed = False
-        for qid in sorted(self._cqs):
-            progressed |= self._post_cqes(self._cqs[qid])
+        cqs = self._cqs
+        for qid in sorted(cqs):
+            cq = cqs[qid]
+            if cq.pending or cq.shadow is not None:  # an idle CQ without shadow doorbells has nothing to do
+                progressed |= self._post_cqes(cq)
         return self._fetch() or progressed
 
     def _fetch(self) -> bool:
@@ -333,12 +337,11 @@ class ControllerCore:
     def _fetch_one(self, sq: SubmissionQueue) -> bool:
         addr = sq.base + (sq.head << SQES_LOG2)
         try:
-            raw = self._dma_engine.read(addr, SQE_SIZE)
+            sqe = self._dma_engine.read_entry(addr, SQE_SIZE, SubmissionEntry.unpack)
         except DmaFault as fault:
             self._dma_engine.fault(fault, "sq_fetch", sqid=sq.qid, head=sq.head)
             self._fatal(f"SQ {sq.qid} entry fetch at 0x{addr:x}")
             return False
-        sqe = SubmissionEntry.unpack(raw)
         sq.head = (sq.head + 1) % sq.size
         sq.outstanding += 1
         cmd = InflightCommand(sqe, sq, self._epoch)
@@ -366,7 +369,7 @@ class ControllerCore:
                                   phase=cq.phase)
             addr = cq.base + (cq.tail << CQES_LOG2)
             try:
-                self._dma_engine.write(addr, cqe.pack())
+                self._dma_engine.write_entry(addr, cqe, cqe.pack, CQE_SIZE)
             except DmaFault as fault:
                 self._dma_engine.fault(fault, "cq_post", cqid=cq.qid, tail=cq.tail)
                 if self._qemu:

@@ -200,7 +200,8 @@ class VirtioIommu(ViommuRequests):
         plan over them, and again until no chain is available or the device is broken."""
         t = self.transport
         assert t is not None
-        self._trace("virtio_iommu_handle_command", vq=REQUESTQ)
+        if self.sim.tracing:
+            self._trace("virtio_iommu_handle_command", vq=REQUESTQ)
         queue = t.queue(REQUESTQ)
         lookahead = self.ordering.lookahead
         while queue is not None and not t.broken:

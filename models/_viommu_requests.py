@@ -194,8 +194,9 @@ class ViommuRequests(ViommuState):
             self._host_ps = 0
             rtype = request[0]
             status, reply, used = self._answer(rtype, request, writable_len, size)
-        self._trace("virtio_iommu_request_status", type=rtype,
-                    status=None if status is None else int(status), used_len=used)
+        if self.sim.tracing:
+            self._trace("virtio_iommu_request_status", type=rtype,
+                        status=None if status is None else int(status), used_len=used)
         host_ps, self._host_ps = self._host_ps, 0
         return RequestOutcome(rtype, status, reply, used, host_ps)
 
@@ -208,7 +209,8 @@ class ViommuRequests(ViommuState):
         if rtype == ReqType.PROBE:
             status, reply, used = self._handle_probe(request, writable_len, size)
         elif rtype in _SIMPLE:
-            self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=size)
+            if self.sim.tracing:
+                self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=size)
             status = self._handle_simple(rtype, request)
             reply, used = ReqTail(status).pack(), TAIL_SIZE
         elif self.flavor == "spec":
@@ -308,10 +310,11 @@ class ViommuRequests(ViommuState):
 
     def _add_mapping(self, domain: Domain, req: MapReq, flags: int) -> Status:
         """virtio_iommu_map's insertion: the mapping with ``flags`` (what the flavour stores), then the notifiers."""
-        self._trace(
-            "virtio_iommu_map", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end,
-            phys_start=req.phys_start, flags=flags,
-        )
+        if self.sim.tracing:
+            self._trace(
+                "virtio_iommu_map", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end,
+                phys_start=req.phys_start, flags=flags,
+            )
         domain.mappings[req.virt_start] = Mapping(req.virt_start, req.virt_end, req.phys_start, flags)
         for ep in domain.endpoints:
             self._notify_map(ep.dev.mr, req.virt_start, req.virt_end, req.phys_start, flags)
@@ -319,7 +322,8 @@ class ViommuRequests(ViommuState):
 
     def _unmap(self, req: UnmapReq) -> Status:
         """virtio_iommu_unmap (non-atomic in the qemu flavour, atomic in the spec flavour)."""
-        self._trace("virtio_iommu_unmap", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end)
+        if self.sim.tracing:
+            self._trace("virtio_iommu_unmap", domain_id=req.domain, virt_start=req.virt_start, virt_end=req.virt_end)
         domain = self.domains.get(req.domain)
         if domain is None:
             return Status.NOENT
@@ -338,7 +342,8 @@ class ViommuRequests(ViommuState):
         for ep in domain.endpoints:
             self._notify_unmap(ep.dev.mr, m.virt_start, m.virt_end)
         del domain.mappings[m.virt_start]
-        self._trace("virtio_iommu_unmap_done", domain_id=domain.id, virt_start=m.virt_start, virt_end=m.virt_end)
+        if self.sim.tracing:
+            self._trace("virtio_iommu_unmap_done", domain_id=domain.id, virt_start=m.virt_start, virt_end=m.virt_end)
 
     def _handle_probe(self, request: bytes, writable_len: int, size: int) -> tuple[Status, bytes, int]:
         """virtio_iommu_handle_probe: probe_size bytes of properties then the tail."""
@@ -384,7 +389,8 @@ class ViommuRequests(ViommuState):
         """``Request::parse``: exact readable size, the handler, then the tail (used length 0 if rejected)."""
         if rtype not in _REQUEST_SIZES:
             return None, b"", 0  # "unrecognised request types must not have the reply buffer written"
-        self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=size)
+        if self.sim.tracing:
+            self._trace(f"virtio_iommu_handle_{ReqType(rtype).name.lower()}", size=size)
         props = b""
         if size != _REQUEST_SIZES[rtype]:
             status = Status.INVAL

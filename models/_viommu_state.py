@@ -439,15 +439,17 @@ class ViommuState(abc.ABC):
         perm = (IOMMU_RO if flags & MAP_F_READ else 0) | (IOMMU_WO if flags & MAP_F_WRITE else 0)
         if not mr.notify_flags & NotifierFlag.MAP or flags & MAP_F_MMIO or not perm:
             return
-        self._trace("virtio_iommu_notify_map", mr=mr.name, virt_start=virt_start, virt_end=virt_end,
-                    paddr=paddr, flags=flags)
+        if self.sim.tracing:
+            self._trace("virtio_iommu_notify_map", mr=mr.name, virt_start=virt_start, virt_end=virt_end,
+                        paddr=paddr, flags=flags)
         self._host_ps += mr.notify_range(NotifierFlag.MAP, virt_start, virt_end, paddr, perm)
 
     def _notify_unmap(self, mr: IommuMemoryRegion, virt_start: int, virt_end: int) -> None:
         """virtio_iommu_notify_unmap: sent for every removed mapping if the region has UNMAP notifiers."""
         if not mr.notify_flags & NotifierFlag.UNMAP:
             return
-        self._trace("virtio_iommu_notify_unmap", mr=mr.name, virt_start=virt_start, virt_end=virt_end)
+        if self.sim.tracing:
+            self._trace("virtio_iommu_notify_unmap", mr=mr.name, virt_start=virt_start, virt_end=virt_end)
         self._host_ps += mr.notify_range(NotifierFlag.UNMAP, virt_start, virt_end, 0, IOMMU_NONE)
 
     def _replay(self, mr: IommuMemoryRegion) -> None:

@@ -426,7 +426,8 @@ class VirtioPciTransport:
     def notify_write(self, off: int, size: int, value: int) -> Work | None:
         """A doorbell write: queue = off / notify_off_multiplier (QEMU ``virtio_pci_notify_write``)."""
         index = off // self.notify_off_multiplier
-        self._trace("virtio_pci_notify_write", offset=off, value=value, size=size)
+        if self.sim.tracing:
+            self._trace("virtio_pci_notify_write", offset=off, value=value, size=size)
         if index >= len(self._queues):
             why = "no such queue"
         elif self.broken:
@@ -436,7 +437,8 @@ class VirtioPciTransport:
         elif self._queues[index] is None:
             why = "queue not enabled"
         else:
-            self._trace("virtio_queue_notify", queue=index)
+            if self.sim.tracing:
+                self._trace("virtio_queue_notify", queue=index)
             try:
                 work = self.backend.queue_notify(index)
             except VirtqueueError as err:

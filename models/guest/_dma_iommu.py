@@ -344,7 +344,8 @@ class DmaApi:
         _check_size("dma_map_page", size)
         prot = dma_info_to_prot(direction)
         iova = await self._map(cpu, paddr, size, prot, dma_bit_mask(self.dev.dma_mask_bits))
-        self._trace("iommu_dma_map_page", cpu=cpu, paddr=paddr, size=size, dir=direction, iova=iova)
+        if self._trace.enabled:
+            self._trace("iommu_dma_map_page", cpu=cpu, paddr=paddr, size=size, dir=direction, iova=iova)
         return iova
 
     async def unmap_page(self, cpu: int, iova: int, size: int, direction: int) -> None:
@@ -352,7 +353,8 @@ class DmaApi:
         _check_cpu(self.kernel, cpu)
         _check_size("dma_unmap_page", size)
         dma_info_to_prot(direction)
-        self._trace("iommu_dma_unmap_page", cpu=cpu, iova=iova, size=size, dir=direction)
+        if self._trace.enabled:
+            self._trace("iommu_dma_unmap_page", cpu=cpu, iova=iova, size=size, dir=direction)
         await self._unmap(cpu, iova, size)
 
     async def map_sg(self, cpu: int, segments: list[tuple[int, int]], direction: int) -> list[int]:

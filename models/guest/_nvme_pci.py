@@ -281,7 +281,8 @@ class NvmeDriver(NvmePciTransport):
             await self.dma.free_coherent(cpu, cq_size, cq_iova, cq_pages)
             raise
         q = NvmeQueue(qid, depth, Coherent(cq_size, cq_iova, tuple(cq_pages)),
-                      Coherent(sq_size, sq_iova, tuple(sq_pages)), tag_depth, f"{self.name}q{qid}")
+                      Coherent(sq_size, sq_iova, tuple(sq_pages)), tag_depth, f"{self.name}q{qid}",
+                      direct=self.kernel.config.detail == "fast")
         self.queues.append(q)
         return q
 

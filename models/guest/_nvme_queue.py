@@ -124,8 +124,12 @@ class Request:
 class NvmeQueue:
     """``struct nvme_queue`` with its blk-mq tags: rings in coherent memory, head/tail/phase, IRQ."""
 
-    def __init__(self, qid: int, depth: int, cq: Coherent, sq: Coherent, tag_depth: int, label: str) -> None:
+    def __init__(self, qid: int, depth: int, cq: Coherent, sq: Coherent, tag_depth: int, label: str, *,
+                 direct: bool = False) -> None:
         self.qid = qid
+        #: the transaction level (``MachineConfig.detail`` fast): entries are handed over as objects at
+        #: their guest-physical addresses (``GuestMemory.direct_entries``, models/_nvme_dma.py)
+        self.direct = direct
         self.depth = depth
         self.cq = cq
         self.sq = sq
@@ -163,18 +167,32 @@ class NvmeQueue:
         self.cq_phase = 1
         for page in self.cq.pages:
             mem.fill(page, PAGE_SIZE)
+        if self.direct:  # no entry object survives the reset of either ring
+            for i in range(self.depth):
+                mem.direct_entries.pop(self.cq.paddr(i * 16), None)
+                mem.direct_entries.pop(self.sq.paddr(i * 64), None)
 
     def copy_cmd(self, mem: GuestMemory, entry: SubmissionEntry) -> None:
         """``nvme_sq_copy_cmd``: the SQE at the tail, the tail advanced (the doorbell is the caller's)."""
-        mem.write(self.sq.paddr(self.sq_tail * 64), entry.pack())
+        addr = self.sq.paddr(self.sq_tail * 64)
+        if self.direct:
+            mem.direct_entries[addr] = entry
+        else:
+            mem.write(addr, entry.pack())
         self.sq_tail = (self.sq_tail + 1) % self.depth
 
     def next_cqe(self, mem: GuestMemory) -> CompletionEntry | None:
         """``nvme_cqe_pending`` then ``nvme_update_cq_head``: the CQE at the head if its phase is current."""
         addr = self.cq.paddr(self.cq_head * 16)
-        if mem.read_u16(addr + 14) & 1 != self.cq_phase:
-            return None
-        cqe = CompletionEntry.unpack(mem.read(addr, 16))
+        posted: CompletionEntry | None = mem.direct_entries.get(addr) if self.direct else None
+        if posted is not None:
+            if posted.phase != self.cq_phase:
+                return None
+            cqe = posted
+        else:
+            if mem.read_u16(addr + 14) & 1 != self.cq_phase:
+                return None
+            cqe = CompletionEntry.unpack(mem.read(addr, 16))
         self.cq_head += 1
         if self.cq_head == self.depth:
             self.cq_head = 0
