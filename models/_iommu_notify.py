@@ -231,8 +231,11 @@ def notify_one(notifier: IommuNotifier, event: TlbEvent, sim: Simulator | None =
     entry_end = entry.iova + entry.addr_mask
     if notifier.start > entry_end or notifier.end < entry.iova:
         return 0
+    if not int(event.type) & int(notifier.flags):
+        return 0
     iova = max(entry.iova, notifier.start)
-    cropped = attrs.evolve(entry, iova=iova, addr_mask=min(entry_end, notifier.end) - iova)
-    if event.type & notifier.flags:
-        return notifier.notify(notifier, cropped)
-    return 0
+    mask = min(entry_end, notifier.end) - iova
+    # the entry cropped to the notifier's range (an entry inside it is passed on as it is: frozen)
+    cropped = entry if iova == entry.iova and mask == entry.addr_mask else TlbEntry(
+        iova, entry.translated_addr, mask, entry.perm)
+    return notifier.notify(notifier, cropped)

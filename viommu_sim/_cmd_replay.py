@@ -46,7 +46,7 @@ from ._tracing import TraceOutput, add_trace_flags
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="replay a virtio-iommu request log through the simulated stack")
     p.add_argument("file", metavar="FILE", help="JSON Lines requests or a QEMU virtio_iommu_* trace log ('-' = stdin)")
-    add_machine_flags(p, "machine", "device")
+    add_machine_flags(p, "machine", "device", "simulation")
     p.add_argument("--dump-state", action="store_true", help="print the device's final domains and mappings last")
     add_trace_flags(p)
     p.set_defaults(handler=run)

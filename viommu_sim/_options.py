@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from models import GROUPS, MachineConfig, OptionSpec, machine_config, machine_options
 
 from ._job import JOB_OPTIONS, JobOption, flag_arguments
+from ._nesting import MAX_NESTING, deeper_than
 
 
 class UsageError(Exception):
@@ -59,13 +60,16 @@ def load_toml(path: str, what: str = "") -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"{what}cannot read {path}: {exc.strerror}") from None
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        if deeper_than(text, toml=True):  # a bound of its own: the parser's depends on the recursion limit
+            raise UsageError(f"{what}{path}: invalid TOML: nested too deeply (more than {MAX_NESTING} levels)")
+        return tomllib.loads(text)
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what}{path}: not a UTF-8 text file (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{what}{path}: invalid TOML: {exc}") from None
     except RecursionError:
-        raise UsageError(f"{what}{path}: invalid TOML: nested too deeply") from None
+        raise UsageError(f"{what}{path}: invalid TOML: nested too deeply (more than {MAX_NESTING} levels)") from None
     except ValueError:  # tomllib's int() of more digits than Python converts (sys.get_int_max_str_digits)
         raise UsageError(f"{what}{path}: invalid TOML: an integer with too many digits") from None
 

@@ -44,6 +44,8 @@ from typing import IO, Any
 from models import U32, U64
 from models.guest import OPS, ReplayRequest
 
+from ._nesting import MAX_NESTING, deeper_than
+
 _FIELDS = ("domain", "endpoint", "virt_start", "virt_end", "phys_start", "flags")
 _WIDTH = {"domain": U32, "endpoint": U32, "flags": U32, "virt_start": U64, "virt_end": U64, "phys_start": U64}
 
@@ -169,6 +171,8 @@ def _bounded_int(text: str) -> int:
 def _jsonl_line(lineno: int, raw: str) -> ReplayRequest | None:
     if not raw.strip():
         return None
+    if deeper_than(raw):  # a bound of its own: json's depends on the interpreter's recursion limit
+        raise ReplayInputError(lineno, f"not valid JSON: nested too deeply (more than {MAX_NESTING} levels)")
     try:
         obj = json.loads(raw, parse_int=_bounded_int)
     except json.JSONDecodeError as e:
@@ -176,7 +180,7 @@ def _jsonl_line(lineno: int, raw: str) -> ReplayRequest | None:
     except ValueError as e:
         raise ReplayInputError(lineno, f"not valid JSON: {e}") from None
     except RecursionError:
-        raise ReplayInputError(lineno, "not valid JSON: nested too deeply") from None
+        raise ReplayInputError(lineno, f"not valid JSON: nested too deeply (more than {MAX_NESTING} levels)") from None
     if not isinstance(obj, dict):
         raise ReplayInputError(lineno, "expected a JSON object")
     op = obj.get("op")

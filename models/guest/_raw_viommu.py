@@ -46,7 +46,7 @@ from ._mm import PageAllocator
 from ._pci_scan import PciDeviceInfo
 from ._virtio_driver import VirtioModernDevice
 from ._virtio_pci_regs import PciVirtioRegs
-from ._virtqueue_driver import DriverQueue
+from ._virtqueue_driver import DirectDriverQueue, DriverQueue
 
 #: the Linux driver's feature table (``viommu_id_table`` features) plus the transport bits it accepts
 LINUX_FEATURES = (
@@ -83,8 +83,11 @@ class RawViommuDriver:
 
     def __init__(self, bus: object, memory: object, info: PciDeviceInfo, mm: PageAllocator, *,
                  features: int = LINUX_FEATURES, queue_size: int = 256, event_buffers: int = 256,
-                 poll_interval_ps: int = 100_000) -> None:
+                 poll_interval_ps: int = 100_000, direct: bool = False) -> None:
         self.regs = PciVirtioRegs(bus, info)  # type: ignore[arg-type]
+        #: the request queue at the transaction level (``MachineConfig.detail`` fast): requests are
+        #: handed to the device as bytes objects on a DirectRing, not written into guest memory
+        self.direct = direct
         self.memory = memory
         self.mm = mm
         self.wanted_features = features
@@ -115,7 +118,8 @@ class RawViommuDriver:
         dev = VirtioModernDevice(self.regs, self.memory, notify_off_multiplier=self.regs.notify_off_multiplier)  # type: ignore[arg-type]
         await dev.reset()
         self.features = await dev.negotiate(self.wanted_features)
-        self.requestq = await dev.setup_queue(REQUESTQ, self.queue_size, *await self._alloc_ring(self.queue_size))
+        self.requestq = await dev.setup_queue(REQUESTQ, self.queue_size, *await self._alloc_ring(self.queue_size),
+                                              direct=self.direct)
         self.requestq.disable_cb()  # vq0 has no callback: completions are polled
         self.eventq = await dev.setup_queue(EVENTQ, self.queue_size, *await self._alloc_ring(self.queue_size))
         await dev.driver_ok()
@@ -141,11 +145,13 @@ class RawViommuDriver:
     async def submit(self, request: bytes, writable_len: int) -> RawCompletion:
         """Send ``request`` with a ``writable_len``-byte device-writable tail and wait for it."""
         buf = self.mm.kmalloc(max(1, len(request) + writable_len))
-        self.memory.write(buf, bytes(request) + bytes(writable_len))  # type: ignore[attr-defined]
+        if not self.direct:
+            self.memory.write(buf, bytes(request) + bytes(writable_len))  # type: ignore[attr-defined]
         out = [(buf, len(request))] if request else []
         in_ = [(buf + len(request), writable_len)] if writable_len else []
         try:
-            return await self.submit_chain(out, in_, reply_addr=buf + len(request), reply_len=writable_len)
+            async with self.request_lock:
+                return await self._submit_locked(out, in_, buf + len(request), writable_len, None, payload=request)
         finally:
             self.mm.kfree(buf, max(1, len(request) + writable_len))
 
@@ -156,10 +162,16 @@ class RawViommuDriver:
             return await self._submit_locked(out, in_, reply_addr, reply_len, indirect_table)
 
     async def _submit_locked(self, out: list[tuple[int, int]], in_: list[tuple[int, int]], reply_addr: int,
-                             reply_len: int, indirect_table: int | None) -> RawCompletion:
+                             reply_len: int, indirect_table: int | None, payload: bytes | None = None
+                             ) -> RawCompletion:
+        """Add the chain, kick, poll.  At the transaction level the readable part is ``payload`` (or
+        the bytes the readable segments hold in guest memory) and what the device writes into the
+        writable part lands in guest memory when the chain is used, so the reply reads alike."""
         q = self.requestq
         assert q is not None
-        head = q.add(out, in_, indirect_table=indirect_table)
+        if isinstance(q, DirectDriverQueue) and payload is None:
+            payload = b"".join(self.memory.read(a, n) for a, n in out)  # type: ignore[attr-defined]
+        head = q.add(out, in_, indirect_table=indirect_table, payload=payload or b"")
         q.publish()
         kicked = q.kick_needed()
         if kicked:
@@ -168,6 +180,8 @@ class RawViommuDriver:
             used = q.get_used()
             if used is not None:
                 got_head, used_len = used
+                if isinstance(q, DirectDriverQueue):  # the device's writes, into the writable segments
+                    self._land(q, got_head, in_ if got_head == head else [])
                 if got_head != head:
                     continue  # an older request completing; keep polling for ours
                 reply = self.memory.read(reply_addr, reply_len) if reply_len else b""  # type: ignore[attr-defined]
@@ -175,6 +189,15 @@ class RawViommuDriver:
                 return RawCompletion(status, used_len, reply, kicked)
             await sleep(self.poll_interval_ps)
         return RawCompletion(None, 0, b"", kicked)
+
+    def _land(self, q: DirectDriverQueue, head: int, writable: list[tuple[int, int]]) -> None:
+        """Write what the device wrote into chain ``head``'s writable part to its segments."""
+        data = q.written(head, sum(n for _, n in writable))
+        pos = 0
+        for addr, n in writable:
+            if pos < len(data):
+                self.memory.write(addr, data[pos:pos + n])  # type: ignore[attr-defined]
+            pos += n
 
     def harvest_events(self) -> list[bytes]:
         """Fault events the device wrote into the event queue; re-posts the buffers."""
@@ -206,6 +229,8 @@ async def raw_viommu_platform(machine: object, **driver_options: object) -> RawV
     if info is None:
         raise LookupError("the machine has no virtio-iommu-pci function (viommu=none)")
     mm = PageAllocator.for_ram(memory.below_4g, memory.above_4g_end, reserved_bytes=GIB // 4)
+    config = getattr(machine, "config", None)
+    driver_options.setdefault("direct", getattr(config, "detail", "full") == "fast")
     driver = RawViommuDriver(bus, memory, info, mm, **driver_options)  # type: ignore[arg-type]
     await driver.probe()
     return driver
