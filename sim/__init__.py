@@ -45,6 +45,7 @@ from ._trace import (
     Tracer as Tracer,
     TraceSink as TraceSink,
 )
+from ._tas import TestAndSetLock as TestAndSetLock
 from ._triggers import (
     Combine as Combine,
     Event as Event,
@@ -63,7 +64,8 @@ __all__ = sorted(
         "Cancelled", "CallbackSink", "Combine", "Event", "First", "Histogram", "JsonlSink", "ListSink", "Lock",
         "PRIORITY_LATE", "PRIORITY_NORMAL", "PRIORITY_URGENT", "PS_PER_MS", "PS_PER_NS", "PS_PER_S",
         "PS_PER_US", "Queue", "QueueEmpty", "QueueFull", "RngStreams", "Signal", "SimDeadlockError",
-        "SimTime", "SimTimeoutError", "TIME_UNITS", "Simulator", "Task", "TaskState", "Timer", "TraceRecord",
+        "SimTime", "SimTimeoutError", "TIME_UNITS", "Simulator", "Task", "TaskState", "TestAndSetLock", "Timer",
+        "TraceRecord",
         "TraceSink", "Tracer", "Trigger", "current_sim", "format_time", "ms", "ns", "ps", "seconds", "sleep", "spawn",
         "stable_hash", "to_ps", "us", "with_timeout",
     ]

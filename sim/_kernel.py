@@ -25,6 +25,10 @@ seconds of wall time) so that ``trio.fail_after``, ``move_on_after`` and Ctrl-C
 stop a simulation promptly.  trio never sees a model coroutine, so its
 deliberately randomised scheduling can never reorder simulated events.
 
+A scheduled callback may return a list of items (``(target, token, value)`` tuples); they run
+next, in that order, before the rest of its slot -- how a trigger replays, in one item, what a
+group of waiters would have done one after the other at that point of the slot (``TestAndSetLock``).
+
 Waiting is a closed protocol: a coroutine yields an ``int`` (``sleep``), a
 ``Timer``, or a trigger object; the kernel asks a trigger to
 ``_prime(kernel, target, token)`` and the trigger later calls
@@ -314,7 +318,10 @@ class Simulator:
                         target, token, value = item
                         if target.__class__ is not task_cls:
                             self._current = None
-                            target(token, value)
+                            more = target(token, value)
+                            if more is not None:  # continuations: they run next, before the slot's other items
+                                at = steps - start
+                                slot[at:at] = more
                             if self._stop:
                                 break
                             continue

@@ -81,3 +81,28 @@ def test_run_json_is_byte_identical_under_detail_full_and_fast_on_the_command_li
     fast = subprocess.run([*args, "--detail", "fast"], capture_output=True, check=True).stdout
     default = subprocess.run(args, capture_output=True, check=True).stdout
     assert full == fast == default and b'"iops"' in full and b"detail" not in full
+
+
+_REPLAY = "\n".join([
+    '{"op": "attach", "domain": 1, "endpoint": 32}', '{"op": "probe", "endpoint": 32}',
+    '{"op": "map", "domain": 1, "virt_start": "0x1000", "virt_end": "0x1fff", "phys_start": 0, "flags": 3}',
+    '{"op": "map", "domain": 1, "virt_start": 4096, "virt_end": 8191, "phys_start": 0, "flags": 3}',
+    '{"op": "unmap", "domain": 1, "virt_start": 0, "virt_end": 4095}',
+    '{"op": "detach", "domain": 1, "endpoint": 32}', '{"op": "unmap", "domain": 9, "virt_start": 0, "virt_end": 1}',
+]) + "\n"
+
+
+@pytest.mark.parametrize("flavor", ["qemu", "spec"])
+def test_replay_prints_and_traces_the_same_at_the_full_and_the_fast_level(tmp_path: Any, flavor: str) -> None:
+    """The raw driver's transaction-level ring: same statuses, same final state, same trace."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(_REPLAY)
+    outputs = {}
+    for detail in ("full", "fast"):
+        trace = tmp_path / f"{detail}.jsonl"
+        proc = subprocess.run([sys.executable, "-m", "viommu_sim.cli", "replay", str(path), "--flavor", flavor,
+                               "--dump-state", "--detail", detail, "--trace", str(trace)],
+                              capture_output=True, check=True)
+        outputs[detail] = (proc.stdout, trace.read_bytes())
+    assert outputs["fast"] == outputs["full"]
+    assert outputs["full"][0].count(b'"status"') == 7 and b"virtqueue_pop" in outputs["full"][1]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import attrs
 
-from sim import Event, Simulator, sleep
+from sim import Simulator, TestAndSetLock
 
 __all__ = ["SpinlockStats", "GuestSpinlock"]
 
@@ -53,36 +53,33 @@ class GuestSpinlock:
         self.sim = sim
         self.name = name
         self.handoff_ps = handoff_ps
-        self._held = False
-        self._released = Event(f"{name}.released")
+        #: the lock word and its spinners (sim.TestAndSetLock: the loop below in two items per release)
+        self._word = TestAndSetLock(name, handoff_ps)
         self._since = 0
         self._busy_ps = 0
         self._acquisitions = 0
         self._contended = 0
 
     def __repr__(self) -> str:
-        return f"<GuestSpinlock {self.name} {'held' if self._held else 'free'}>"
+        return f"<GuestSpinlock {self.name} {'held' if self._word.locked() else 'free'}>"
 
     def locked(self) -> bool:
-        return self._held
+        return self._word.locked()
 
     async def acquire(self) -> None:
+        """``spin_lock``: take the word, or spin -- ``while held: wait for a release, then retry
+        handoff_ps later`` -- until a retry finds it free (``TestAndSetLock.wait``)."""
         self._acquisitions += 1
-        if self._held:
+        if not self._word.try_acquire():
             self._contended += 1
-            while self._held:
-                await self._released.wait()
-                await sleep(self.handoff_ps)
-        self._held = True
+            await self._word.wait()
         self._since = self.sim.now
 
     def release(self) -> None:
-        if not self._held:
+        if not self._word.locked():
             raise RuntimeError(f"release() of {self.name}, which is not held")
-        self._held = False
         self._busy_ps += self.sim.now - self._since
-        released, self._released = self._released, Event(f"{self.name}.released")
-        released.set()
+        self._word.release()
 
     async def __aenter__(self) -> GuestSpinlock:
         await self.acquire()
@@ -93,5 +90,5 @@ class GuestSpinlock:
 
     def statistics(self) -> SpinlockStats:
         """A snapshot of the counters (a section still held counts up to now)."""
-        busy = self._busy_ps + (self.sim.now - self._since if self._held else 0)
+        busy = self._busy_ps + (self.sim.now - self._since if self._word.locked() else 0)
         return SpinlockStats(acquisitions=self._acquisitions, contended=self._contended, busy_ps=busy)
