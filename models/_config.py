@@ -76,14 +76,21 @@ def format_size(value: int) -> str:
     return str(value)
 
 
-def _names(value: str | Iterable[str]) -> tuple[str, ...]:
+def _name_list(value: str | Iterable[str], option: str, what: str) -> tuple[str, ...]:
     """A list of names, or one comma-separated string of them (the kernel command line's form)."""
     if isinstance(value, str):
         return tuple(n for n in value.split(",") if n)
     if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
-        raise ConfigError("--initcall-blacklist",
-                          f"invalid value {shown(value)} (initcall names: a list of strings or NAME[,NAME])")
+        raise ConfigError(option, f"invalid value {shown(value)} ({what} names: a list of strings or NAME[,NAME])")
     return tuple(value)
+
+
+def _names(value: str | Iterable[str]) -> tuple[str, ...]:
+    return _name_list(value, "--initcall-blacklist", "initcall")
+
+
+def _module_names(value: str | Iterable[str]) -> tuple[str, ...]:
+    return _name_list(value, "--modules", "module")
 
 
 @attrs.frozen(kw_only=True)
@@ -204,6 +211,22 @@ def _check_map_batching(_inst: object, _attribute: attrs.Attribute[Any], value: 
     check_map_policy(value)
 
 
+#: the modules a guest kernel build may have (module names; "-" and "_" are the same, as modprobe has it):
+#: the drivers of the machine's functions and the library modules they depend on
+MODULE_NAMES = ("virtio_iommu", "scsi_common", "scsi_mod", "libata", "libahci", "ahci", "nvme_auth", "nvme_core",
+                "nvme", "e1000e", "i2c_smbus", "i2c_i801")
+
+
+def _check_modules(_inst: object, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for name in value:
+        if name.replace("-", "_") not in MODULE_NAMES:
+            raise ConfigError("--modules", f"unknown module {shown(name)} (known: {', '.join(MODULE_NAMES)})")
+    seen = [n.replace("-", "_") for n in value]
+    dup = next((n for n in seen if seen.count(n) > 1), None)
+    if dup is not None:
+        raise ConfigError("--modules", f"module {dup} is listed twice")
+
+
 def _check_request_order(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     """``request_order``: a built-in request-ordering policy or a reference to one (``_viommu_ordering``)."""
     from ._viommu_ordering import check_request_order  # not at import time: it imports ConfigError from here
@@ -257,6 +280,12 @@ class MachineConfig:
     #: guest kernel command line ``initcall_blacklist=``: built-in driver initcalls that do not run
     initcall_blacklist: tuple[str, ...] = attrs.field(default=(), converter=_names, validator=_check, metadata=_option(
         "--initcall-blacklist", "kernel command line initcall_blacklist=, e.g. agp_intel_init",
+        group="guest", metavar="NAME[,NAME]"))
+    #: drivers built as modules, inserted by the initramfs in this order (``insmod``, then the init
+    #: script's pause); every other driver is built in.  Empty: all built in (the seed's kernel).
+    modules: tuple[str, ...] = attrs.field(default=(), converter=_module_names, validator=_check_modules, metadata=_option(
+        "--modules", "kernel modules the initramfs inserts, in order (the reference: virtio_iommu,scsi_common,"
+        "scsi_mod,libata,libahci,ahci,nvme_auth,nvme_core,nvme,e1000e,i2c_smbus,i2c_i801); the others are built in",
         group="guest", metavar="NAME[,NAME]"))
     #: page sizes the host IOMMU behind VFIO supports (bitmap, as VFIO reports it)
     host_iommu_pgsizes: int = attrs.field(default=HOST_IOMMU_PGSIZES_DEFAULT, validator=_check, metadata=_option(

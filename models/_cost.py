@@ -99,6 +99,13 @@ class CostModel:
         ms(450), "first attach of a VFIO-backed endpoint (container setup, replay, pinning); seed: ~450 ms")
     # -- guest kernel ----------------------------------------------------------------
     iova_alloc_ps: int = _param(ns(200), "dma-iommu IOVA allocation (rcache hit or tree walk)")
+    insmod_ps: int = _param(
+        ms(20), "one insmod of a module from the initramfs up to its init function (read, decompress, relocate, "
+        "load_module); estimate for a KVM guest (the TCG reference boot's module inits are ~0.1-0.2 s apart "
+        "beyond its init script's 0.3 s pauses)")
+    initramfs_module_pause_ps: int = _param(
+        ms(300), "the pause of the initramfs's init script after each insmod (the reference's scripts/init "
+        "'sleep 0.3')")
     guest_request_build_ps: int = _param(ns(300), "virtio-iommu driver building one request")
     spinlock_handoff_ps: int = _param(
         ns(100), "a released guest spinlock reaching a CPU spinning on it (the lock word's cache line moving "

@@ -119,3 +119,32 @@ def test_boot_trace_is_byte_identical_across_processes(tmp_path):
                        check=True, env=env, capture_output=True, timeout=300)
         outs.append(path.read_bytes())
     assert outs[0] == outs[1] and len(outs[0]) > 10_000
+
+
+def test_a_module_binds_after_the_initramfs_inserts_it_and_a_bind_retries_the_deferred_probe(capsys):
+    """--modules: the listed drivers wait for the initramfs (insmod_ps, then the script's pause
+    after each); the built-in ones (intel-agp, e1000e, i801 here) stay deferred until the
+    virtio_iommu module binds, then are retried at once in the order they deferred."""
+    out = boot(capsys, "--modules", "virtio_iommu,ahci", "--nvme", "none")
+    msgs = messages(out)
+    viommu = msgs.index("virtio_iommu virtio0: input address: 64 bits")
+    # nothing binds through the IOMMU before its module: every built-in DMA driver deferred
+    assert not any("Adding to iommu group" in m for m in msgs[:viommu])
+    # the bind retries the deferred list at once, in the order the devices deferred
+    assert msgs[viommu + 2] == "agpgart-intel 0000:00:00.0: Adding to iommu group 0"
+    groups = [m.split(":")[0].split()[0] for m in msgs if "Adding to iommu group" in m]
+    assert groups == ["agpgart-intel", "e1000e", "i801_smbus", "ahci"]
+    t = dict(zip(msgs, stamps(out)))
+    # ahci's insmod follows virtio_iommu's by the script's pause and one insmod (defaults: 300 + 20 ms)
+    ahci = next(m for m in msgs if m.startswith("ahci 0000:00:1f.2: Adding to iommu group"))
+    assert 0.320 <= t[ahci] - t["virtio_iommu virtio0: input address: 64 bits"] < 0.330
+
+
+@pytest.mark.parametrize("value, message", [
+    ("virtio_iommu,nope", "--modules: unknown module 'nope' (known: virtio_iommu, scsi_common"),
+    ("ahci,ahci", "--modules: module ahci is listed twice"),
+])
+def test_a_bad_module_list_is_one_line_exit_2(capsys, value, message):
+    assert main(["boot", "--modules", value]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"viommu-sim boot: error: {message}") and err.count("\n") == 1

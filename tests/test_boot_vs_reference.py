@@ -95,3 +95,25 @@ def test_6_12_lazy_unmaps_reach_the_device_with_the_next_request(tmp_path, capsy
     with_unmap = [k for k in kicks if "unmap" in k]
     assert with_unmap
     assert all((k == ["unmap"]) == alone for k in with_unmap)
+
+
+#: the reference initramfs's modules, in its insmod order (refboot/README.md 3.1)
+MODULES = "virtio_iommu,scsi_common,scsi_mod,libata,libahci,ahci,nvme_auth,nvme_core,nvme,e1000e,i2c_smbus,i2c_i801"
+
+
+@pytest.mark.parametrize("run", ["lazy-smp4", "annotated-lazy-smp4"])
+def test_the_modular_boot_gives_the_references_probe_attach_order(tmp_path, capsys, run):
+    """Debian's modular 6.12: intel-agp (built in) defers until virtio_iommu's module binds, then is
+    retried at once (endpoint 0 first, group 0); ahci, nvme, e1000e, i801 follow their insmods."""
+    recs = simulated(tmp_path, capsys, "--modules", MODULES, "--memory", "2G")
+    assert sim_attach_order(recs) == ref_attach_order(reference(run)) == [0, AHCI, NVME, 16, 251]
+    handled = [r["ev"] for r in recs if r["ev"] in ("virtio_iommu_handle_probe", "virtio_iommu_handle_attach")]
+    assert handled == ["virtio_iommu_handle_probe", "virtio_iommu_handle_attach"] * 5
+
+
+def test_the_modular_boot_keeps_the_ahci_and_nvme_sequences_of_the_reference(tmp_path, capsys):
+    """Loading the drivers as modules moves when they bind, not what they map."""
+    recs = simulated(tmp_path, capsys, "--modules", MODULES, "--memory", "2G")
+    theirs = reference("lazy-smp4")
+    assert sim_ops(recs, AHCI)[:24] == ref_ops(theirs, AHCI)[:24]
+    assert sim_ops(recs, NVME)[:22] == ref_ops(theirs, NVME)[:22]

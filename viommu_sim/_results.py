@@ -163,12 +163,13 @@ def utilisation(a: CounterSnapshot, b: CounterSnapshot) -> dict[str, Any]:
 
 #: the machine options a result echoes, in its order
 _ECHOED = ("smp", "memory", "nvme", "aw_bits", "seed", "viommu", "flavor", "iommu_policy", "guest_kernel",
-           "flush_queue", "map_batching", "initcall_blacklist", "host_iommu_pgsizes")
+           "flush_queue", "map_batching", "initcall_blacklist", "modules", "host_iommu_pgsizes")
 
 
 def machine_echo(config: MachineConfig, cost: dict[str, Any]) -> dict[str, Any]:
     """The result's ``machine``: the options the run used, and the cost overrides it was given."""
     echo: dict[str, Any] = {name: getattr(config, name) for name in _ECHOED}
     echo["initcall_blacklist"] = list(config.initcall_blacklist)
+    echo["modules"] = list(config.modules)
     echo["cost"] = dict(sorted(cost.items()))
     return echo

@@ -19,7 +19,15 @@ Follows linux-guest.md §6 (and drivers/base/dd.c, drivers/Makefile):
 5. the NVMe driver sets ``PROBE_PREFER_ASYNCHRONOUS``: its probe runs in an
    async worker (``async_schedule``) on another CPU, while the init thread
    goes on with the next drivers; the init thread waits for async probes
-   before user space (``wait_for_device_probe``).
+   before user space (``wait_for_device_probe``);
+6. drivers built as modules (``MachineConfig.modules``, the reference's Debian 6.12 build) do not
+   register at device_initcall: the initramfs's init inserts them one by one in the given order
+   (``insmod_ps`` each, then the script's ``initramfs_module_pause_ps``), each module's init
+   registering its driver as a built-in one would (``do_init_module`` waits for the async probes
+   it started: ``async_synchronize_full``), and from late_initcall on every successful bind
+   retries the deferred list at once (``driver_deferred_probe_trigger``, the deferred-probe work
+   on the async worker's CPU): so the deferred intel-agp probe of 00:00.0 binds right after
+   ``insmod virtio_iommu`` and takes IOMMU group 0, as in the reference boot.
 
 The fixed policy that resolves what the real kernel leaves to timing: the init
 thread runs on CPU 0; async workers run on CPU ``1 % ncpus`` and start
@@ -69,6 +77,9 @@ ATA_TO_NET_INITCALLS_PS = ms(10)
 NET_TO_I2C_INITCALLS_PS = ms(100)
 #: from the last device_initcall to late_initcall (estimate; the seed shows ~17 ms)
 LATE_INITCALL_GAP_PS = ms(17)
+#: from late_initcall to the initramfs's /init running (freeing init memory, unpacking the
+#: initramfs, exec): estimate for a KVM guest (the TCG reference shows ~0.8 s)
+RUN_INIT_PS = ms(50)
 
 ProbeFn = Callable[[GuestKernel, GuestDevice, int], Awaitable[int]]
 
@@ -81,6 +92,13 @@ INITCALLS = {
     "e1000e": "e1000_init_module",
     "i801_smbus": "i2c_i801_init",
 }
+
+
+#: drivers with PROBE_PREFER_ASYNCHRONOUS
+ASYNC_DRIVERS = frozenset({"nvme"})
+#: the driver each module registers (library modules register none)
+MODULE_DRIVERS = {"virtio_iommu": "virtio_iommu", "ahci": "ahci", "nvme": "nvme", "e1000e": "e1000e",
+                  "i2c_i801": "i801_smbus"}
 
 
 def _match(info: PciDeviceInfo) -> str | None:
@@ -111,6 +129,13 @@ class Boot:
         self.async_probes: list[Task[Any]] = []
         self.viommu: Any = None
         self.nvme: Any = None
+        #: driver_deferred_probe_enable: set at late_initcall, from then on a bind retries the deferred list
+        self.deferred_enabled = False
+        self._deferred_work: Task[Any] | None = None
+        self._by_driver: dict[str, list[GuestDevice]] = {}
+        modules = [m.replace("-", "_") for m in kernel.config.modules]
+        #: the drivers the initramfs inserts as modules (they do not register at device_initcall)
+        self.modular = {MODULE_DRIVERS[m] for m in modules if m in MODULE_DRIVERS}
 
     async def run(self) -> None:
         k = self.kernel
@@ -128,24 +153,80 @@ class Boot:
             name = _match(dev.info)
             if name is not None:
                 by_driver.setdefault(name, []).append(dev)
-        # device_initcall, in drivers/Makefile link order
-        virtio_devs = by_driver.get("virtio-pci", [])
+        self._by_driver = by_driver
+        # device_initcall, in drivers/Makefile link order (the drivers built as modules wait for the initramfs)
         await self._register("agpgart-intel", by_driver, agp_intel_probe)
-        if virtio_devs and not self._blacklisted("virtio_iommu"):
-            await self._bind_virtio_iommu(virtio_devs[0])
-        await self._register("nvme", by_driver, self._nvme_probe, asynchronous=True)
-        await self._register("ahci", by_driver, ahci_probe)
+        await self._load("virtio_iommu", builtin=True)
+        await self._load("nvme", builtin=True)
+        await self._load("ahci", builtin=True)
         await sleep(ATA_TO_NET_INITCALLS_PS)
-        await self._register("e1000e", by_driver, no_dma_probe)
+        await self._load("e1000e", builtin=True)
         await sleep(NET_TO_I2C_INITCALLS_PS)
-        await self._register("i801_smbus", by_driver, no_dma_probe)
+        await self._load("i801_smbus", builtin=True)
         await sleep(LATE_INITCALL_GAP_PS)
         # late_initcall: deferred_probe_initcall retries the deferred list
+        self.deferred_enabled = True
         deferred, self.deferred = self.deferred, []
         for dev, name, probe in deferred:
             await self.really_probe(dev, name, probe, cpu=0)
         for task in self.async_probes:  # wait_for_device_probe()
             await task
+        if k.config.modules:
+            await sleep(RUN_INIT_PS)
+            await self._initramfs()
+
+    async def _initramfs(self) -> None:
+        """The initramfs's init: ``insmod`` each module in order, pausing after each (scripts/init)."""
+        cost = self.kernel.cost
+        for module in self.kernel.config.modules:
+            await sleep(cost.insmod_ps)
+            driver = MODULE_DRIVERS.get(module.replace("-", "_"))
+            if driver is not None:
+                await self._load(driver, builtin=False)
+                for task in self.async_probes:  # do_init_module: async_synchronize_full()
+                    await task
+            await sleep(cost.initramfs_module_pause_ps)
+        if self._deferred_work is not None:
+            await self._deferred_work
+
+    async def _load(self, driver: str, *, builtin: bool) -> None:
+        """Register ``driver`` (its built-in initcall, or its module's init), unless the other place does."""
+        if (driver in self.modular) == builtin:
+            return
+        by_driver = self._by_driver
+        if driver == "virtio_iommu":
+            virtio_devs = by_driver.get("virtio-pci", [])
+            if virtio_devs and not self._blacklisted("virtio_iommu"):
+                await self._bind_virtio_iommu(virtio_devs[0])
+                self._bound()
+        elif driver in ASYNC_DRIVERS:
+            await self._register(driver, by_driver, self._nvme_probe, asynchronous=True)
+        elif driver == "ahci":
+            await self._register("ahci", by_driver, ahci_probe)
+        else:
+            await self._register(driver, by_driver, no_dma_probe)
+
+    def _bound(self) -> None:
+        """``driver_bound`` -> ``driver_deferred_probe_trigger``: retry the deferred list at once (from
+        late_initcall on), in the deferred-probe work; a trigger while it runs makes it run again."""
+        if not self.deferred_enabled or not self.deferred:
+            return
+        if self._deferred_work is not None and not self._deferred_work.done():
+            return  # the running work takes the whole list when it gets to it
+        self._deferred_work = self.kernel.sim.spawn(self._deferred_probe_work(), name="deferred_probe_work")
+
+    async def _deferred_probe_work(self) -> None:
+        """``deferred_probe_work_func``: every pending device, on the async worker's CPU; a driver that
+        prefers asynchronous probing (nvme) is probed by an async worker again (``__device_attach``
+        with allow_async), the others in the work itself."""
+        while self.deferred:
+            deferred, self.deferred = self.deferred, []
+            for dev, name, probe in deferred:
+                if name in ASYNC_DRIVERS:
+                    self.async_probes.append(self.kernel.sim.spawn(self._async_probe(dev, name, probe),
+                                                                   name=f"async_probe:{name}"))
+                else:
+                    await self.really_probe(dev, name, probe, cpu=1 % self.kernel.ncpus)
 
     def _blacklisted(self, driver: str) -> bool:
         return INITCALLS[driver] in self.kernel.config.initcall_blacklist
@@ -180,6 +261,8 @@ class Boot:
             if ret not in (-ENODEV, -ENXIO):  # call_driver_probe: those two are silent
                 k.dev_info(dev, f"probe with driver {name} failed with error {ret}")
             dev.driver = None
+        else:
+            self._bound()
         return ret
 
     async def _bind_virtio_iommu(self, dev: GuestDevice) -> None:
