@@ -15,6 +15,7 @@ this platform is the subpackage ``models.guest``; the platform never imports it.
 
 from ._config import (
     GROUPS as GROUPS,
+    PRESETS as PRESETS,
     ConfigError as ConfigError,
     MachineConfig as MachineConfig,
     OptionSpec as OptionSpec,
@@ -23,6 +24,7 @@ from ._config import (
     machine_config as machine_config,
     machine_options as machine_options,
     parse_size as parse_size,
+    preset_options as preset_options,
 )
 from ._cost import CostModel as CostModel
 from ._dma import (
@@ -63,10 +65,10 @@ __all__ = sorted(
         "ConfigError", "CostModel", "CpuBus", "DirectDmaPort", "DmaFault", "DmaPort", "ENOMEM", "GROUPS", "GuestMemory",
         "HostIommuDevice", "HostIommuDmaPort", "HostVfio", "InterruptRouting", "InterruptSink", "Machine",
         "MachineConfig", "MachineView", "MapFaultHook", "MemoryAccessError", "NvmeController", "NvmeIdentity",
-        "ORDERING_API_VERSION", "OptionSpec", "OrderingPlanError", "PendingRequest", "PM173X", "PciBus", "PciFunction", "QEMU_NVME", "RequestBatch", "RequestOrderingPolicy", "ReservedRegion", "U32", "U64",
+        "ORDERING_API_VERSION", "OptionSpec", "OrderingPlanError", "PRESETS", "PendingRequest", "PM173X", "PciBus", "PciFunction", "QEMU_NVME", "RequestBatch", "RequestOrderingPolicy", "ReservedRegion", "U32", "U64",
         "UsedIrqHook", "VfioContainer", "ViommuDmaPort", "VirtioIommu", "VirtioPciTransport", "build_machine",
         "describe_guest_kernel", "format_bdf", "guest_kernel_behaviour", "machine_config", "machine_options",
-        "make_bdf", "parse_size", "realize_vfio",
+        "make_bdf", "parse_size", "preset_options", "realize_vfio",
     ]
 )
 

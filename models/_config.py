@@ -217,6 +217,30 @@ MODULE_NAMES = ("virtio_iommu", "scsi_common", "scsi_mod", "libata", "libahci", 
                 "nvme", "e1000e", "i2c_smbus", "i2c_i801")
 
 
+#: the drivers the reference captures' Debian 6.12 kernel has as modules, in its initramfs's insmod
+#: order (shared/reference/refboot/README.md 3.1: the dependency order of virtio_iommu, ahci, nvme,
+#: e1000e, i2c_i801)
+REFBOOT_MODULES = ("virtio_iommu", "scsi_common", "scsi_mod", "libata", "libahci", "ahci", "nvme_auth", "nvme_core",
+                   "nvme", "e1000e", "i2c_smbus", "i2c_i801")
+
+#: ``--preset NAME``: a machine in one word, as the individual options it stands for (explicit
+#: options override it).  ``refboot``: the reference captures' machine as far as the model has
+#: options for it -- QEMU's NVMe (serial deadbeef), -smp 4 -m 2G, Debian 6.12 with its drivers as
+#: modules; not modelled yet: TCG timing and the q35 default CD-ROM on the AHCI.  ``seed``: the
+#: default machine (the seed's).
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed": {},
+    "refboot": {"nvme": "emulated", "smp": 4, "memory": "2G", "guest_kernel": "6.12", "modules": REFBOOT_MODULES},
+}
+
+
+def preset_options(name: str) -> dict[str, Any]:
+    """The options ``--preset name`` stands for; an unknown name raises ConfigError naming it."""
+    if name not in PRESETS:
+        raise ConfigError("--preset", f"unknown preset {shown(name)} (choose from {', '.join(PRESETS)})")
+    return dict(PRESETS[name])
+
+
 def _check_modules(_inst: object, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     for name in value:
         if name.replace("-", "_") not in MODULE_NAMES:
@@ -284,7 +308,7 @@ class MachineConfig:
     #: drivers built as modules, inserted by the initramfs in this order (``insmod``, then the init
     #: script's pause); every other driver is built in.  Empty: all built in (the seed's kernel).
     modules: tuple[str, ...] = attrs.field(default=(), converter=_module_names, validator=_check_modules, metadata=_option(
-        "--modules", "kernel modules the initramfs inserts, in order (the reference: virtio_iommu,scsi_common,"
+        "--modules", "kernel modules the initramfs inserts, in order (--preset refboot: virtio_iommu,scsi_common,"
         "scsi_mod,libata,libahci,ahci,nvme_auth,nvme_core,nvme,e1000e,i2c_smbus,i2c_i801); the others are built in",
         group="guest", metavar="NAME[,NAME]"))
     #: page sizes the host IOMMU behind VFIO supports (bitmap, as VFIO reports it)

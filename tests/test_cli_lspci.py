@@ -46,14 +46,10 @@ from models.guest import LspciOptions, boot, lspci_listing
 from reference_data import refboot
 from sim import Simulator
 
-#: the modules the reference initramfs inserts, in its order (shared/reference/refboot/README.md, 3.1)
-REFERENCE_MODULES = ("virtio_iommu,scsi_common,scsi_mod,libata,libahci,ahci,nvme_auth,nvme_core,nvme,e1000e,"
-                     "i2c_smbus,i2c_i801")
-#: the reference captures' machine as far as the model has options for it: QEMU's NVMe, Debian's
+#: the reference captures' machine in one word (models PRESETS["refboot"]: QEMU's NVMe, Debian's
 #: 6.12 with its drivers as modules inserted by the initramfs, -m 2G (which keeps every BAR below
-#: 4 GiB), 4 vCPUs; the seedlike run adds the blacklist
-REFBOOT_FLAGS = ["--nvme", "emulated", "--guest-kernel", "6.12", "--memory", "2G", "--smp", "4",
-                 "--modules", REFERENCE_MODULES]
+#: 4 GiB), 4 vCPUs); the seedlike run adds the blacklist
+REFBOOT_FLAGS = ["--preset", "refboot"]
 SEEDLIKE_FLAGS = [*REFBOOT_FLAGS, "--initcall-blacklist", "agp_intel_init"]
 CAPTURES = {  # capture file -> the machine flags closest to its run
     "lspci-seedlike-lazy-smp4.txt": SEEDLIKE_FLAGS,
@@ -196,3 +192,20 @@ def test_lspci_bad_switch_is_one_line_exit_2(capsys):
     assert exc.value.code == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and "-x" in err
+
+
+def test_the_refboot_preset_is_its_documented_options_and_explicit_flags_override_it():
+    """``--preset refboot`` = the options README lists; a flag given with it wins, wherever it stands."""
+    from viommu_sim.cli import build_parser
+    from viommu_sim._options import config_from_args
+
+    def config(*argv):
+        return config_from_args(build_parser().parse_args(["lspci", *argv]))
+
+    modules = ("virtio_iommu,scsi_common,scsi_mod,libata,libahci,ahci,nvme_auth,nvme_core,nvme,e1000e,"
+               "i2c_smbus,i2c_i801")
+    assert config("--preset", "refboot") == config("--nvme", "emulated", "--smp", "4", "--memory", "2G",
+                                                   "--guest-kernel", "6.12", "--modules", modules)
+    assert config("--nvme", "vfio", "--preset", "refboot").nvme == "vfio"
+    assert config("--preset", "refboot", "--smp", "2").smp == 2
+    assert config("--preset", "seed") == config()

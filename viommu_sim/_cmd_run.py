@@ -39,7 +39,15 @@ from models.guest import dma_domain_policy, virtio_iommu_map_batching
 from ._fio_jobfile import load_jobfile
 from ._fio_output import fio_json, terse_line
 from ._job import JOB_KEYS, JOB_OPTIONS, LENGTH_KEYS, job_options
-from ._options import RUN_DEFAULTS, UsageError, add_job_flags, add_machine_flags, given_machine_options, load_toml
+from ._options import (
+    RUN_DEFAULTS,
+    UsageError,
+    add_job_flags,
+    add_machine_flags,
+    given_machine_options,
+    load_toml,
+    preset_of,
+)
 from ._stats import flat_figures, summarise
 from ._tracing import TraceOutput, add_trace_flags
 from ._workload import RunReport, legacy_result, run_jobs, run_scenario
@@ -119,7 +127,8 @@ def _load_scenario(path: str) -> dict[str, dict[str, Any]]:
 def scenario_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The file's tables (if any) with the flags given on the command line on top."""
     sc = _load_scenario(args.scenario) if args.scenario else {"machine": {}, "job": {}, "cost": {}}
-    sc["machine"] = {**RUN_DEFAULTS, **sc["machine"], **given_machine_options(args)}
+    # the command's defaults, then the preset, the scenario file, the explicit flags
+    sc["machine"] = {**RUN_DEFAULTS, **preset_of(args), **sc["machine"], **given_machine_options(args, with_preset=False)}
     job = sc["job"]
     cli_length = False
     for option in JOB_OPTIONS:

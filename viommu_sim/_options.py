@@ -17,7 +17,7 @@ import sys
 import tomllib
 from typing import Any, NoReturn
 
-from models import GROUPS, MachineConfig, OptionSpec, machine_config, machine_options
+from models import GROUPS, PRESETS, MachineConfig, OptionSpec, machine_config, machine_options, preset_options
 
 from ._job import JOB_OPTIONS, JobOption, flag_arguments
 from ._nesting import MAX_NESTING, deeper_than
@@ -115,6 +115,12 @@ def add_machine_flags(parser: argparse.ArgumentParser, *groups: str, defaults: d
         if group not in (groups or ("machine",)):
             continue
         g = parser.add_argument_group(group)
+        if group == "machine":
+            g.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+                           help="a machine in one word: refboot = the reference captures' machine "
+                           "(--nvme emulated --smp 4 --memory 2G --guest-kernel 6.12 --modules <its modules>; "
+                           "TCG and the default CD-ROM are not modelled), seed = the default machine; "
+                           "explicit flags override it")
         for spec in machine_options(group):
             text = spec.help
             if defaults and spec.name in defaults:
@@ -133,9 +139,17 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> MachineConfig:
     return machine_config({**given_machine_options(args), **extra}, label="--")
 
 
-def given_machine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The machine options the command line gave, by MachineConfig field name."""
-    return {s.name: getattr(args, s.name) for s in machine_options() if hasattr(args, s.name)}
+def given_machine_options(args: argparse.Namespace, *, with_preset: bool = True) -> dict[str, Any]:
+    """The machine options the command line gave, by MachineConfig field name: the ``--preset``'s
+    (unless ``with_preset`` is False) with the explicit flags on top."""
+    given = {s.name: getattr(args, s.name) for s in machine_options() if hasattr(args, s.name)}
+    return {**preset_of(args), **given} if with_preset else given
+
+
+def preset_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of the command line's ``--preset`` (none without one)."""
+    name = getattr(args, "preset", None)
+    return preset_options(name) if name is not None else {}
 
 
 def _job_flag(group: Any, option: JobOption) -> None:
