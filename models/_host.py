@@ -151,15 +151,16 @@ class VfioContainer:
             self._iotlb.pop(page, None)
 
     def _overlapping(self, first: int, last: int) -> list[HostMapping]:
+        """The mappings that overlap ``[first, last]``, in IOVA order: the one starting at or below
+        ``first`` (if it reaches it), then those starting inside the range."""
         table = self.table
-        i = max(table.bisect_right(first) - 1, 0)
+        i = table.bisect_right(first) - 1
+        lo = table.peekitem(i)[0] if i >= 0 else first
         out: list[HostMapping] = []
-        keys = table.keys()
-        while i < len(keys) and keys[i] <= last:
-            m: HostMapping = table[keys[i]]
+        for key in table.irange(lo, last):
+            m: HostMapping = table[key]
             if m.last >= first:
                 out.append(m)
-            i += 1
         return out
 
     def dma_map(self, iova: int, size: int, paddr: int, readonly: bool) -> tuple[int, int]:
