@@ -114,6 +114,8 @@ class VfioContainer:
         #: the host IOMMU's IOTLB: the mapping that translated each 4 KiB IOVA page last, dropped
         #: whenever a mapping leaves the table (a mapping added never overlaps a present one)
         self._iotlb: dict[int, HostMapping] = {}
+        #: the mapping that translated last (consecutive pages of one buffer hit it)
+        self._last_hit: HostMapping | None = None
 
     def __repr__(self) -> str:
         return f"<VfioContainer {self.name} mappings={len(self.table)} pinned={self._pinned_pages}>"
@@ -129,8 +131,12 @@ class VfioContainer:
 
     def lookup(self, iova: int) -> HostMapping | None:
         """The host mapping containing ``iova`` (what the host IOMMU would walk to)."""
+        hit = self._last_hit
+        if hit is not None and hit.iova <= iova <= hit.last:
+            return hit
         hit = self._iotlb.get(iova >> 12)
         if hit is not None and hit.iova <= iova <= hit.last:
+            self._last_hit = hit
             return hit
         i = self.table.bisect_right(iova) - 1
         if i < 0:
@@ -138,11 +144,13 @@ class VfioContainer:
         m: HostMapping = self.table.peekitem(i)[1]
         if iova > m.last:
             return None
-        self._iotlb[iova >> 12] = m
+        self._iotlb[iova >> 12] = self._last_hit = m
         return m
 
     def _drop_iotlb(self, m: HostMapping) -> None:
         """Invalidate the IOTLB entries of the mapping ``m`` (a large one: the whole IOTLB)."""
+        if self._last_hit is m:
+            self._last_hit = None
         first, last = m.iova >> 12, m.last >> 12
         if last - first >= 64:
             self._iotlb.clear()

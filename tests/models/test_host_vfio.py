@@ -204,3 +204,21 @@ def test_statistics_snapshot_the_container_and_the_host():
     assert c.statistics() == VfioContainerStats(map_calls=3, unmap_calls=2, map_errors=1, unmap_errors=1,
                                                 pinned_pages=2, mappings=1)
     assert host.statistics() == HostVfioStats(errors=2, pinned_pages=2)
+
+
+def test_the_host_iotlb_never_translates_through_an_unmapped_mapping():
+    """Lookups are cached per page and for the last hit; an UNMAP drops them, so a page mapped
+    again elsewhere translates to its new address and an unmapped one faults (None)."""
+    _, c = container()
+    c.dma_map(0x10000, 0x4000, 0x7000000, False)
+    big = 0x4000_0000
+    c.dma_map(big, 0x100000, 0x9000000, True)  # 256 pages: unmapping it drops the whole IOTLB
+    assert c.lookup(0x10000).paddr == 0x7000000 and c.lookup(0x11000).paddr == 0x7000000  # cached
+    assert c.lookup(big + 0x5000).readonly
+    assert c.lookup(0x12000).paddr == 0x7000000  # the last hit: the mapping unmapped next
+    assert c.dma_unmap(0x10000, 0x4000)[0] == 0
+    assert c.lookup(0x10000) is None and c.lookup(0x11000) is None
+    c.dma_map(0x10000, 0x1000, 0x8000000, True)
+    assert c.lookup(0x10000) == HostMapping(0x10000, 0x1000, 0x8000000, True) and c.lookup(0x11000) is None
+    assert c.dma_unmap(big, 0x100000)[0] == 0
+    assert c.lookup(big + 0x5000) is None and c.lookup(0x10000).paddr == 0x8000000
