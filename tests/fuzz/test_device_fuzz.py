@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import DmaFault, MachineConfig
-from models._viommu_wire import REQUESTQ, AttachReq, DetachReq, MapReq, ProbeReq, Status, UnmapReq
+from models._viommu_wire import MAP_F_WRITE, REQUESTQ, AttachReq, DetachReq, MapReq, ProbeReq, Status, UnmapReq
 from models._virtq_wire import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, avail_entry_offset
 from sim import ListSink, Simulator
 from testbench._faults import enable_bus_master, endpoint_dma_port
@@ -208,12 +208,21 @@ dmas = st.lists(st.tuples(st.sampled_from([NVME, E1000E, AHCI]), virt, st.sample
 
 
 def _allowed(viommu, bdf: int) -> list[tuple[int, int]] | None:
-    """The physical ranges ``bdf`` may write now, or None when its DMA is not translated (bypass)."""
+    """The physical ranges ``bdf`` may write now (the union of its domain's writable mappings: two
+    IOVA ranges may map one page, and it counts once), or None when its DMA is not translated (bypass)."""
     dev = viommu.devices[bdf]
     ep = viommu.endpoints.get(bdf)
     if not dev.translated or ep is None or ep.domain is None or ep.domain.bypass:
         return None if not dev.translated or (ep is not None and ep.domain is not None) else []
-    return [(m.phys_start, m.phys_start + m.virt_end - m.virt_start + 1) for m in ep.domain.mappings.values()]
+    ranges = sorted((m.phys_start, m.phys_start + m.virt_end - m.virt_start + 1)
+                    for m in ep.domain.mappings.values() if m.flags & MAP_F_WRITE)
+    union: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if union and lo <= union[-1][1]:
+            union[-1] = (union[-1][0], max(union[-1][1], hi))
+        else:
+            union.append((lo, hi))
+    return union
 
 
 @FUZZ
@@ -252,3 +261,13 @@ def test_fuzz_rogue_dma_writes_no_byte_outside_its_domains_mappings_unless_trace
         if flavor == "spec":
             assert escaped == 0 and outside == 0
     _views_agree(machine, nvme)
+
+
+def test_two_iova_ranges_mapping_one_page_count_it_once_and_a_write_needs_a_writable_mapping():
+    """The case the 10^5-example run found: domain 1 maps POOL at IOVA 0 (RW) and again at 16 KiB
+    with no permission; the NVMe's 1-byte write at IOVA 0 lands inside the allowed pages once."""
+    test_fuzz_rogue_dma_writes_no_byte_outside_its_domains_mappings_unless_traced_as_an_escape.hypothesis.inner_test(
+        stream=[("map", MapReq(1, 16384, 16384 + 4095, POOL, 0).pack(), 4)],
+        accesses=[(32, 4_276_092_928, 4096, False), (16, 4_276_092_928, 1, True), (250, 4_276_092_928, 1, True),
+                  (32, 0, 1, True)],
+        flavor="spec", nvme="vfio")
