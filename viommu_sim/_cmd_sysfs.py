@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-import trio
+from models.guest import iommu_groups, render_iommu_groups
 
-from models import MachineConfig, build_machine
-from models.guest import GuestKernel, boot, iommu_groups, render_iommu_groups
-from sim import Simulator
-
+from ._cmd_lspci import booted_guest
 from ._options import add_machine_flags, config_from_args, write_output
 
 #: the sysfs trees this command lists
@@ -28,15 +25,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("tree", choices=TREES, metavar="TREE", help="the tree to list: iommu_groups")
     add_machine_flags(p, "machine", "device", "guest")
     p.set_defaults(handler=run)
-
-
-def booted_guest(config: MachineConfig) -> GuestKernel:
-    """Build the machine ``config`` describes and boot the guest on it (no trace)."""
-    sim = Simulator(seed=config.seed)
-    machine = build_machine(config, sim)
-    task = sim.spawn(boot(machine), name="boot")
-    trio.run(sim.run, task)
-    return task.result()
 
 
 def run(args: argparse.Namespace) -> int:
